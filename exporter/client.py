@@ -1,0 +1,242 @@
+"""An HTTP client for the JWT Pizza service and its factory, on ``requests``.
+
+One :class:`PizzaClient` per journey (it owns one ``requests.Session``). Every call has a timeout,
+a cap on the body size, no redirects, ``Authorization: Bearer`` where a token is needed and a
+``User-Agent`` naming the probe. Every failure is raised as :class:`StepFailure` with a documented
+reason and a detail that holds no secret (no token, no password, no link key or code).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import requests
+
+from . import parse
+from .config import ProbeConfig
+from .redact import RecoveryLink
+from .result import StepFailure
+
+_NOT_JSON = object()
+_CHUNK = 64 * 1024
+FACTORY_FAILURE_MESSAGE = "Failed to fulfill order at factory"
+
+
+class PizzaClient:
+    def __init__(self, config: ProbeConfig, session: requests.Session | None = None) -> None:
+        self.config = config
+        self.session = session or requests.Session()
+        self.session.trust_env = False  # no proxies or .netrc credentials picked up by accident
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> "PizzaClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- transport -------------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        timeout: float,
+        body: Any = None,
+        token: str | None = None,
+    ) -> tuple[int, Any]:
+        """(status, decoded JSON or _NOT_JSON). Raises StepFailure for transport problems."""
+        headers = {"User-Agent": self.config.user_agent, "Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        started = time.monotonic()
+        try:
+            response = self.session.request(
+                method,
+                url,
+                json=body,
+                headers=headers,
+                timeout=timeout,
+                stream=True,
+                allow_redirects=False,
+            )
+            try:
+                raw = self._read_capped(response, started, timeout)
+            finally:
+                response.close()
+        except requests.Timeout:
+            raise StepFailure("timeout", f"no answer within {timeout:g}s") from None
+        except requests.exceptions.SSLError:
+            raise StepFailure("connection_error", "TLS handshake failed") from None
+        except requests.exceptions.ChunkedEncodingError as exc:
+            if "IncompleteRead" in repr(exc):
+                raise StepFailure("bad_response", "body truncated") from None
+            raise StepFailure("connection_error", "connection broken while reading the body") from None
+        except requests.RequestException as exc:
+            if time.monotonic() - started >= timeout:
+                raise StepFailure("timeout", f"no answer within {timeout:g}s") from None
+            raise StepFailure("connection_error", _describe_connection_error(exc)) from None
+        status = response.status_code
+        try:
+            data = json.loads(raw.decode("utf-8")) if raw else _NOT_JSON
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            data = _NOT_JSON
+        return status, data
+
+    def _read_capped(self, response: requests.Response, started: float, timeout: float) -> bytes:
+        cap = self.config.max_body_bytes
+        length = response.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > cap:
+            raise StepFailure(
+                "bad_response", f"body of {int(length)} bytes is over the {cap}-byte cap",
+                status=response.status_code,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(_CHUNK):
+            size += len(chunk)
+            if size > cap:
+                raise StepFailure(
+                    "bad_response", f"body is over the {cap}-byte cap", status=response.status_code
+                )
+            if time.monotonic() - started > timeout:
+                raise StepFailure("timeout", f"body not read within {timeout:g}s")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _service(self, path: str) -> str:
+        return self.config.service_url + path
+
+    # --- steps -----------------------------------------------------------------------------
+
+    def health(self) -> str:
+        """``GET /``: the service's version (it answers 200 even when MySQL is down)."""
+        status, data = self._request("GET", self._service("/"), timeout=self.config.timeout)
+        _expect_ok(status, data)
+        return _parsed(parse.health_version, data, status)
+
+    def login(self) -> str:
+        """``PUT /api/auth``: a bearer token for the configured user."""
+        status, data = self._request(
+            "PUT",
+            self._service("/api/auth"),
+            timeout=self.config.timeout,
+            body={"email": self.config.email, "password": self.config.password},
+        )
+        _expect_ok(status, data, auth_statuses=(401, 403, 404))
+        return _parsed(parse.login_token, data, status)
+
+    def cheapest_menu_item(self, token: str) -> parse.MenuItem:
+        status, data = self._request(
+            "GET", self._service("/api/order/menu"), timeout=self.config.timeout, token=token
+        )
+        _expect_ok(status, data)
+        return _parsed(parse.cheapest_menu_item, data, status)
+
+    def first_store(self, token: str) -> parse.Store:
+        status, data = self._request(
+            "GET", self._service("/api/franchise"), timeout=self.config.timeout, token=token
+        )
+        _expect_ok(status, data)
+        return _parsed(parse.first_store, data, status)
+
+    def order(self, token: str, store: parse.Store, item: parse.MenuItem) -> parse.OrderAnswer:
+        """``POST /api/order`` for one item. A 200 is returned (the journey judges its link);
+        anything else is raised, with the chaos link attached when the answer carried one."""
+        body = {
+            "franchiseId": store.franchise_id,
+            "storeId": store.store_id,
+            "items": [{"menuId": item.id, "description": item.title, "price": item.price}],
+        }
+        status, data = self._request(
+            "POST",
+            self._service("/api/order"),
+            timeout=self.config.order_timeout,
+            body=body,
+            token=token,
+        )
+        link = parse.chaos_link(data)
+        if status == 200:
+            try:
+                return parse.order_answer(data)
+            except parse.ShapeError as exc:
+                raise StepFailure("bad_response", str(exc), status=status, link=link) from None
+        if status >= 500 and parse.message(data) == FACTORY_FAILURE_MESSAGE:
+            detail = FACTORY_FAILURE_MESSAGE + (" (with chaos link)" if link else "")
+            raise StepFailure("factory_error", detail, status=status, link=link)
+        raise _status_failure(status, data, link=link)
+
+    def verify(self, jwt: str) -> None:
+        """``POST <factory>/api/order/verify``: raises ``bad_jwt`` if the factory rejects it."""
+        status, data = self._request(
+            "POST",
+            self.config.factory_url + "/api/order/verify",
+            timeout=self.config.timeout,
+            body={"jwt": jwt},
+        )
+        if status == 403:
+            raise StepFailure("bad_jwt", "factory rejected the pizza JWT", status=status)
+        _expect_ok(status, data)
+        if not _parsed(parse.verify_valid, data, status):
+            raise StepFailure("bad_jwt", "factory did not call the pizza JWT valid", status=status)
+
+    def logout(self, token: str) -> None:
+        """``DELETE /api/auth``, the only DELETE the probe ever sends."""
+        status, data = self._request(
+            "DELETE", self._service("/api/auth"), timeout=self.config.timeout, token=token
+        )
+        _expect_ok(status, data)
+
+
+def _expect_ok(status: int, data: Any, auth_statuses: tuple[int, ...] = (401, 403)) -> None:
+    if status == 200 and data is _NOT_JSON:
+        raise StepFailure("bad_response", "body is not JSON", status=status)
+    if status != 200:
+        raise _status_failure(status, data, auth_statuses=auth_statuses)
+
+
+def _status_failure(
+    status: int,
+    data: Any,
+    *,
+    auth_statuses: tuple[int, ...] = (401, 403),
+    link: RecoveryLink | None = None,
+) -> StepFailure:
+    message = parse.message(data) if data is not _NOT_JSON else ""
+    detail = f"HTTP {status}" + (f": {message}" if message else "")
+    if 300 <= status < 400:
+        detail += " (redirects are not followed)"
+    reason = "auth_error" if status in auth_statuses else "http_error"
+    return StepFailure(reason, detail, status=status, link=link)
+
+
+def _parsed(parser, data: Any, status: int):
+    if data is _NOT_JSON:
+        raise StepFailure("bad_response", "body is not JSON", status=status)
+    try:
+        return parser(data)
+    except parse.ShapeError as exc:
+        raise StepFailure("bad_response", str(exc), status=status) from None
+
+
+def _describe_connection_error(exc: BaseException) -> str:
+    """A short description of why a connection failed, without the URL."""
+    text = repr(exc)
+    for needle, description in (
+        ("Connection refused", "connection refused"),
+        ("Name or service not known", "host name did not resolve"),
+        ("nodename nor servname", "host name did not resolve"),
+        ("Temporary failure in name resolution", "host name did not resolve"),
+        ("NameResolutionError", "host name did not resolve"),
+        ("Connection reset", "connection reset by peer"),
+        ("RemoteDisconnected", "server closed the connection without an answer"),
+        ("Connection aborted", "connection aborted"),
+    ):
+        if needle in text:
+            return description
+    return "connection failed"

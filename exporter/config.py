@@ -1,0 +1,117 @@
+"""Parsing and validating configuration values: durations, URLs, listen addresses.
+
+Every parser raises :class:`ConfigError` with a one-line, user-facing message. The
+command line turns that into ``error: ...`` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from urllib.parse import urlsplit
+
+from . import __version__
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid. The message is one line, safe to print."""
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+
+
+def parse_duration(text: str, *, name: str = "duration", allow_zero: bool = False) -> float:
+    """Seconds from plain seconds (``15``, ``0.5``) or Prometheus style (``15s``, ``1m30s``, ``500ms``)."""
+    raw = str(text).strip()
+    if not raw:
+        raise ConfigError(f"{name}: empty duration")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        pos, seconds = 0, 0.0
+        for match in _DURATION_PART.finditer(raw):
+            if match.start() != pos:
+                break
+            seconds += float(match.group(1)) * _UNITS[match.group(2)]
+            pos = match.end()
+        if pos != len(raw) or pos == 0:
+            raise ConfigError(
+                f"{name}: {raw!r} is not a duration (use seconds like 15 or 0.5, or 15s, 1m, 500ms)"
+            ) from None
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise ConfigError(f"{name}: {raw!r} is not a finite duration")
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        raise ConfigError(f"{name}: must be greater than zero, got {raw!r}")
+    return seconds
+
+
+def parse_http_url(text: str, *, name: str = "url") -> str:
+    """An absolute http(s) URL with a host, without trailing slash. Never echoes credentials."""
+    raw = str(text).strip()
+    try:
+        parts = urlsplit(raw)
+        port = parts.port  # raises ValueError for a bad port
+    except ValueError:
+        raise ConfigError(f"{name}: not a valid URL") from None
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(f"{name}: must start with http:// or https://")
+    if not parts.hostname:
+        raise ConfigError(f"{name}: has no host")
+    if parts.username or parts.password:
+        raise ConfigError(f"{name}: must not contain a user or password")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{name}: must not contain a query or fragment")
+    del port
+    return raw.rstrip("/")
+
+
+def parse_listen_address(text: str, *, name: str = "listen") -> tuple[str, int]:
+    """``host:port``, ``:port`` (all interfaces) or ``[::1]:port`` into (host, port)."""
+    raw = str(text).strip()
+    host, sep, port_text = raw.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ConfigError(f"{name}: {raw!r} is not host:port (for example :9816 or 127.0.0.1:9816)")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{name}: port {port} is out of range")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host or "0.0.0.0", port
+
+
+def read_secret_file(path: str, *, name: str = "password-file") -> str:
+    """The first line of a secret file, without its newline."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = handle.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise ConfigError(f"{name}: cannot read {path!r}: {reason}") from None
+    if not value:
+        raise ConfigError(f"{name}: {path!r} is empty")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeConfig:
+    """What one journey needs: the target and the module settings. Plain, immutable data."""
+
+    service_url: str = "http://localhost:3000"
+    factory_url: str = "https://pizza-factory.cs329.click"
+    email: str = "d@jwt.com"
+    password: str = dataclasses.field(default="diner", repr=False)
+    timeout: float = 10.0
+    order_timeout: float = 45.0
+    slow_threshold: float = 10.0
+    max_body_bytes: int = 1 << 20
+    user_agent: str = f"pizza-probe/{__version__}"
+
+    def __post_init__(self) -> None:
+        parse_http_url(self.service_url, name="service-url")
+        parse_http_url(self.factory_url, name="factory-url")
+        for field in ("timeout", "order_timeout", "slow_threshold"):
+            if not getattr(self, field) > 0:
+                raise ConfigError(f"{field.replace('_', '-')}: must be greater than zero")
+        if self.max_body_bytes < 1024:
+            raise ConfigError("max-body-size: must be at least 1024 bytes")

@@ -1,0 +1,78 @@
+"""A threaded stdlib HTTP server that runs in the background; shared by the exporter, the
+simulator and (later) the sidecar."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .config import ConfigError
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+class BackgroundServer:
+    """Binds at construction (so errors surface at once), serves in a daemon thread."""
+
+    def __init__(self, host: str, port: int, handler: type[BaseHTTPRequestHandler],
+                 *, name: str = "http") -> None:
+        server_class = type("Server", (_Server,), {})
+        if ":" in host:
+            server_class.address_family = socket.AF_INET6
+        try:
+            self.server = server_class((host, port), handler)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        self.name = name
+        self.thread = threading.Thread(target=self.server.serve_forever, name=name, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    @property
+    def host(self) -> str:
+        return self.server.server_address[0]
+
+    def url(self, path: str = "") -> str:
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}{path}"
+
+    def start(self) -> "BackgroundServer":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A handler that logs nothing to stderr and has helpers for answers."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "pizza-probe"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+    def send_body(self, status: int, body: bytes, content_type: str,
+                  headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)

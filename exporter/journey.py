@@ -1,0 +1,118 @@
+"""One synthetic order, the way a customer places it, judged strictly.
+
+health -> login -> menu -> franchises -> order -> verify -> logout. The journey succeeds only if
+every step answered as documented, the pizza JWT verified at the factory, and the order answer
+carried no chaos link. Logout is attempted after any failure once a token exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, TypeVar
+
+import requests
+
+from .client import PizzaClient
+from .clock import Clock, SystemClock
+from .config import ProbeConfig
+from .redact import RecoveryLink
+from .result import JourneyResult, StepFailure, StepResult
+
+T = TypeVar("T")
+
+
+class _Steps:
+    """Runs steps in order, timing each with the monotonic clock."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.results: list[StepResult] = []
+        self.failure: tuple[str, StepFailure] | None = None
+
+    def run(self, name: str, action: Callable[[], T]) -> T:
+        started = self.clock.monotonic()
+        try:
+            value = action()
+        except StepFailure as failure:
+            self.results.append(
+                StepResult(name, False, self.clock.monotonic() - started, failure.status,
+                           failure.reason, failure.detail)
+            )
+            if self.failure is None:
+                self.failure = (name, failure)
+            raise
+        self.results.append(StepResult(name, True, self.clock.monotonic() - started, 200))
+        return value
+
+
+def run_journey(
+    config: ProbeConfig,
+    *,
+    clock: Clock | None = None,
+    session: requests.Session | None = None,
+) -> JourneyResult:
+    """Run one journey against ``config.service_url``; never raises for a failing target."""
+    clock = clock or SystemClock()
+    started_at = clock.time()
+    started = clock.monotonic()
+    steps = _Steps(clock)
+    version: str | None = None
+    link: RecoveryLink | None = None
+    token: str | None = None
+    with PizzaClient(config, session) as client:
+        try:
+            version = steps.run("health", client.health)
+            token = steps.run("login", client.login)
+            item = steps.run("menu", lambda: client.cheapest_menu_item(token))
+            store = steps.run("franchises", lambda: client.first_store(token))
+            try:
+                answer = steps.run("order", lambda: client.order(token, store, item))
+            except StepFailure as failure:
+                link = failure.link
+                raise
+            link = answer.link
+            order_seconds = steps.results[-1].duration
+            steps.run("verify", lambda: client.verify(answer.jwt))
+            if link is not None:
+                _judge_link(steps, order_seconds, config.slow_threshold)
+        except StepFailure:
+            pass
+        if token is not None:
+            try:
+                steps.run("logout", lambda: client.logout(token))
+            except StepFailure:
+                pass
+    duration = clock.monotonic() - started
+    if steps.failure is None:
+        return JourneyResult(True, started_at, duration, tuple(steps.results), status=200,
+                             target_version=version)
+    failed_step, failure = steps.failure
+    return JourneyResult(
+        success=False,
+        started_at=started_at,
+        duration=duration,
+        steps=tuple(steps.results),
+        failed_step=failed_step,
+        reason=failure.reason,
+        detail=failure.detail,
+        status=failure.status,
+        chaos_link=link,
+        target_version=version,
+    )
+
+
+def _judge_link(steps: _Steps, order_seconds: float, slow_threshold: float) -> None:
+    """A 200 order whose JWT verified but whose answer carried a chaos link fails the order
+    step: ``slow`` past the threshold (the factory's throttle), ``chaos_link`` otherwise."""
+    if order_seconds >= slow_threshold:
+        failure = StepFailure("slow", f"order took {order_seconds:.1f}s and carried a chaos link",
+                              status=200)
+    else:
+        failure = StepFailure("chaos_link", "order answer carried a chaos link", status=200)
+    index = next(i for i, step in enumerate(steps.results) if step.name == "order")
+    steps.results[index] = dataclasses.replace(
+        steps.results[index], ok=False, reason=failure.reason, detail=failure.detail
+    )
+    if steps.failure is None:
+        steps.failure = ("order", failure)
+    raise failure

@@ -1,0 +1,90 @@
+"""Structured logs in logfmt (the Prometheus ecosystem's default) or JSON, one line an event."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import sys
+
+from .result import JourneyResult
+
+LOGGER_NAME = "pizza_probe"
+
+
+def logfmt(fields: dict) -> str:
+    parts = []
+    for key, value in fields.items():
+        if value is None:
+            continue
+        if isinstance(value, float):
+            text = f"{value:.6g}"
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = str(value)
+        if text == "" or any(ch in text for ch in ' "=\\') or not text.isprintable():
+            text = json.dumps(text)
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
+
+
+class _Formatter(logging.Formatter):
+    def __init__(self, fmt: str) -> None:
+        super().__init__()
+        self.fmt = fmt
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+        fields = {
+            "ts": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "msg": record.getMessage(),
+        }
+        fields.update(getattr(record, "fields", {}))
+        if self.fmt == "json":
+            return json.dumps({k: v for k, v in fields.items() if v is not None})
+        return logfmt(fields)
+
+
+def setup_logging(level: str = "info", fmt: str = "logfmt", stream=None) -> logging.Logger:
+    logger = logging.getLogger(LOGGER_NAME)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(_Formatter(fmt))
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False
+    return logger
+
+
+def get_logger() -> logging.Logger:
+    return logging.getLogger(LOGGER_NAME)
+
+
+def journey_fields(result: JourneyResult) -> dict:
+    """The fields of the one log line per journey; the chaos link is redacted."""
+    fields: dict = {
+        "success": result.success,
+        "step": result.failed_step,
+        "reason": result.reason,
+        "status": result.status,
+        "detail": result.detail or None,
+        "duration_seconds": round(result.duration, 4),
+    }
+    for step in result.steps:
+        fields[f"{step.name}_seconds"] = round(step.duration, 4)
+    if result.chaos_link is not None:
+        fields["chaos_link"] = result.chaos_link.redacted
+        fields["chaos_link_key"] = result.chaos_link.key
+    return fields
+
+
+class JourneyLogger:
+    """An observer that writes one line per journey."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger or get_logger()
+
+    def __call__(self, result: JourneyResult) -> None:
+        level = logging.INFO if result.success else logging.WARNING
+        self.logger.log(level, "journey", extra={"fields": journey_fields(result)})

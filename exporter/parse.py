@@ -1,0 +1,152 @@
+"""Pure parsers for the JWT Pizza service's and factory's JSON answers.
+
+Each takes decoded JSON (any value) and returns plain data or raises :class:`ShapeError`, the
+only exception they raise. The journey maps a ShapeError to the reason ``bad_response``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .redact import RecoveryLink, redact_text
+
+# The names the chaos-ending link has had, newest first (see shared/jwt-pizza-api.md).
+CHAOS_LINK_KEYS = (
+    "followLinkToEndChaos",
+    "reportSlowPizzaToFactoryUrl",
+    "reportPizzaCreationErrorToPizzaFactoryUrl",
+    "reportErrorToPizzaFactoryUrl",
+    "reportUrl",
+)
+
+
+class ShapeError(ValueError):
+    """An answer did not have the documented shape. The message is safe to log."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MenuItem:
+    id: int
+    title: str
+    price: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Store:
+    franchise_id: int
+    store_id: int
+
+
+@dataclasses.dataclass(frozen=True)
+class OrderAnswer:
+    order_id: int | None
+    jwt: str | None
+    message: str
+    link: RecoveryLink | None
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def health_version(data: Any) -> str:
+    """The service version from ``GET /``; ``unknown`` if the fork does not say."""
+    if not isinstance(data, dict):
+        raise ShapeError("health answer is not a JSON object")
+    version = data.get("version")
+    if isinstance(version, (str, int, float)) and not isinstance(version, bool):
+        text = str(version).strip()
+        if text and len(text) <= 64 and text.isprintable():
+            return text
+    return "unknown"
+
+
+def login_token(data: Any) -> str:
+    if not isinstance(data, dict):
+        raise ShapeError("login answer is not a JSON object")
+    token = data.get("token")
+    if not isinstance(token, str) or not token:
+        raise ShapeError("login answer has no token")
+    if not isinstance(data.get("user"), dict):
+        raise ShapeError("login answer has no user")
+    return token
+
+
+def cheapest_menu_item(data: Any) -> MenuItem:
+    if not isinstance(data, list):
+        raise ShapeError("menu is not a JSON list")
+    items = [
+        item
+        for item in data
+        if isinstance(item, dict) and _is_id(item.get("id")) and _is_number(item.get("price"))
+    ]
+    if not items:
+        raise ShapeError("menu has no item with an id and a price")
+    best = min(items, key=lambda item: (item["price"], item["id"]))
+    title = best.get("title") if isinstance(best.get("title"), str) else ""
+    return MenuItem(id=best["id"], title=title[:100], price=float(best["price"]))
+
+
+def first_store(data: Any) -> Store:
+    """The first franchise with a store, from either shape of ``GET /api/franchise``."""
+    if isinstance(data, dict):
+        franchises = data.get("franchises")  # forks since May 2025
+    else:
+        franchises = data  # older forks: a bare list
+    if not isinstance(franchises, list):
+        raise ShapeError("franchise answer is neither a list nor {franchises: [...]}")
+    for franchise in franchises:
+        if not isinstance(franchise, dict) or not _is_id(franchise.get("id")):
+            continue
+        stores = franchise.get("stores")
+        if not isinstance(stores, list):
+            continue
+        for store in stores:
+            if isinstance(store, dict) and _is_id(store.get("id")):
+                return Store(franchise_id=franchise["id"], store_id=store["id"])
+    raise ShapeError("no franchise has a store")
+
+
+def chaos_link(data: Any) -> RecoveryLink | None:
+    """The chaos-ending link under any of its four names, or None."""
+    if not isinstance(data, dict):
+        return None
+    for key in CHAOS_LINK_KEYS:
+        value = data.get(key)
+        if isinstance(value, str) and value.strip():
+            return RecoveryLink(value.strip(), key)
+    return None
+
+
+def message(data: Any) -> str:
+    """The ``message`` (or older ``msg``) of an answer, redacted and cut short, or ''."""
+    if isinstance(data, dict):
+        for key in ("message", "msg"):
+            if isinstance(data.get(key), str):
+                return redact_text(data[key])
+    return ""
+
+
+def order_answer(data: Any) -> OrderAnswer:
+    """A 200 answer to ``POST /api/order``: the order with its id and the pizza JWT."""
+    if not isinstance(data, dict):
+        raise ShapeError("order answer is not a JSON object")
+    order = data.get("order")
+    if not isinstance(order, dict) or not _is_id(order.get("id")):
+        raise ShapeError("order answer has no order id")
+    jwt = data.get("jwt")
+    if not isinstance(jwt, str) or not jwt:
+        raise ShapeError("order answer has no jwt")
+    return OrderAnswer(order_id=order["id"], jwt=jwt, message=message(data), link=chaos_link(data))
+
+
+def verify_valid(data: Any) -> bool:
+    """True if the factory's verify answer says the JWT is valid."""
+    if not isinstance(data, dict):
+        raise ShapeError("verify answer is not a JSON object")
+    return data.get("message") == "valid"

@@ -1,0 +1,82 @@
+"""Redaction of secrets: the recovery link's key and fix code, and URLs found in free text.
+
+The recovery link embeds the vendor's factory API key and a fix code. Anything that may reach a
+log line, a metric, an exception or an HTTP answer goes through :func:`redact_url` or
+:func:`redact_text` first. :class:`RecoveryLink` holds a link and prints only its redacted form.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, urlsplit
+
+MASK = "***"
+# Path segments of the known link forms that are not secret; every other segment is masked.
+_PUBLIC_SEGMENTS = frozenset({"", "api", "support", "report", "order", "vendor"})
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
+
+
+def redact_url(url: str) -> str:
+    """The URL with every non-public path segment, query value, user and fragment masked.
+
+    ``https://h/api/support/KEY/report/CODE`` -> ``https://h/api/support/***/report/***``;
+    ``https://h/api/report?apiKey=K&fixCode=C`` -> ``https://h/api/report?apiKey=***&fixCode=***``.
+    """
+    try:
+        parts = urlsplit(str(url))
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return MASK
+    if not parts.scheme or not host:
+        return MASK
+    scheme = parts.scheme.lower() if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", parts.scheme) else MASK
+    if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+", host):
+        host = MASK
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    segments = [seg if seg.lower() in _PUBLIC_SEGMENTS else MASK for seg in parts.path.split("/")]
+    path = "/".join(segments)
+    query = "&".join(
+        f"{key}={MASK}" if re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", key) else f"{MASK}={MASK}"
+        for key, _ in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return f"{scheme}://{netloc}{path}" + (f"?{query}" if query else "")
+
+
+def redact_text(text: str, limit: int = 120) -> str:
+    """Free text (an error message from a response body) cut to ``limit`` with URLs redacted."""
+    cleaned = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), str(text))
+    cleaned = "".join(ch if ch.isprintable() else " " for ch in cleaned).strip()
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
+
+
+class RecoveryLink:
+    """A chaos-ending link found in an order answer. ``str()`` and ``repr()`` are redacted;
+    only :meth:`reveal` gives the callable URL, and only the recovery sidecar should call it."""
+
+    __slots__ = ("_url", "key")
+
+    def __init__(self, url: str, key: str) -> None:
+        self._url = url
+        self.key = key  # which of the four names the service used
+
+    def reveal(self) -> str:
+        return self._url
+
+    @property
+    def redacted(self) -> str:
+        return redact_url(self._url)
+
+    def __str__(self) -> str:
+        return self.redacted
+
+    def __repr__(self) -> str:
+        return f"RecoveryLink({self.redacted!r}, key={self.key!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RecoveryLink) and (self._url, self.key) == (other._url, other.key)
+
+    def __hash__(self) -> int:
+        return hash((self._url, self.key))

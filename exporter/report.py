@@ -1,0 +1,45 @@
+"""Human-readable rendering of a journey result for ``pizza-probe once``."""
+
+from __future__ import annotations
+
+import json
+
+from .result import STEPS, JourneyResult
+
+
+def summary_line(result: JourneyResult, service_url: str) -> str:
+    if result.success:
+        return f"OK: synthetic order at {service_url} succeeded in {result.duration:.3f}s"
+    detail = f" ({result.detail})" if result.detail else ""
+    return (
+        f"FAIL: {result.failed_step} step, {result.reason}{detail}, "
+        f"at {service_url} after {result.duration:.3f}s"
+    )
+
+
+def render_text(result: JourneyResult, service_url: str) -> str:
+    """A step table, then the summary. A journey that failed at its first step (the service is
+    down) is the summary line alone: a table of one row would only repeat it."""
+    lines = []
+    if len(result.steps) > 1:
+        ran = {step.name: step for step in result.steps}
+        lines.append(f"{'STEP':<11} {'RESULT':<7} {'STATUS':<7} {'SECONDS':>8}  DETAIL")
+        for name in STEPS:
+            step = ran.get(name)
+            if step is None:
+                lines.append(f"{name:<11} {'-':<7} {'-':<7} {'-':>8}  not run")
+                continue
+            outcome = "ok" if step.ok else "FAIL"
+            detail = f"{step.reason}: {step.detail}" if step.reason else ""
+            status = str(step.status) if step.status is not None else "-"
+            lines.append(f"{name:<11} {outcome:<7} {status:<7} {step.duration:>8.3f}  {detail}".rstrip())
+    lines.append(summary_line(result, service_url))
+    if result.chaos_link is not None:
+        lines.append(f"chaos link ({result.chaos_link.key}): {result.chaos_link.redacted}")
+    if result.target_version and len(result.steps) > 1:
+        lines.append(f"service version: {result.target_version}")
+    return "\n".join(lines)
+
+
+def render_json(result: JourneyResult, service_url: str) -> str:
+    return json.dumps({"service_url": service_url, **result.to_dict()}, indent=2)

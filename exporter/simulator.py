@@ -1,0 +1,457 @@
+"""A JWT Pizza service and its pizza factory, in one process, answer for answer as in
+``shared/jwt-pizza-api.md``: the embedded default target of the demo and the test suite.
+
+The service and the factory listen on two addresses, as the real pair runs on two hosts. The
+service reaches the factory in-process; the probe reaches the factory's verify endpoint and the
+recovery link over HTTP, as it would in production.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import hmac
+import itertools
+import json
+import re
+import secrets
+import threading
+import time
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+from .httpserver import BackgroundServer, QuietHandler
+
+CHAOS_MODES = ("fail", "throttle", "badjwt")
+# The 200 key selects a fork age; the 500 key follows from it (see the API contract).
+LINK_KEYS = {
+    "followLinkToEndChaos": ("followLinkToEndChaos", "followLinkToEndChaos"),
+    "reportSlowPizzaToFactoryUrl": ("reportSlowPizzaToFactoryUrl",
+                                    "reportPizzaCreationErrorToPizzaFactoryUrl"),
+    "reportErrorToPizzaFactoryUrl": ("reportErrorToPizzaFactoryUrl", "reportErrorToPizzaFactoryUrl"),
+    "reportUrl": ("reportUrl", "reportUrl"),
+}
+LINK_FORMS = ("current", "legacy")
+FRANCHISE_SHAPES = ("new", "old")
+SERVICE_VERSION = "20241120.055253"
+MENU = (
+    ("Veggie", "A garden of delight", 0.0038),
+    ("Pepperoni", "Spicy treat", 0.0042),
+    ("Margarita", "Essential classic", 0.0042),
+    ("Crusty", "A dry mouthed favorite", 0.0028),
+    ("Charred Leopard", "For those with a darker side", 0.0099),
+)
+
+
+class HttpError(Exception):
+    """An answer other than 200, in the service's {message, stack} shape."""
+
+    def __init__(self, status: int, message: str, *, stack: bool = True, extra: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.body: dict[str, Any] = {"message": message}
+        if stack:
+            self.body["stack"] = f"Error: {message}\n    at jwt-pizza-simulator"
+        self.body.update(extra or {})
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclasses.dataclass
+class SimulatorOptions:
+    throttle_delay: float = 32.0
+    link_key: str = "followLinkToEndChaos"
+    link_form: str = "current"
+    franchise_shape: str = "new"
+    vendor_key: str | None = None
+    chaos: str | None = None
+    monkey: bool = False
+
+
+class Factory:
+    """The pizza factory: signs pizzas as JWTs, verifies them, and runs chaos until the link
+    with the right fix code is called."""
+
+    def __init__(self, options: SimulatorOptions, on_event: Callable[[str, dict], None]) -> None:
+        self.options = options
+        self.api_key = secrets.token_hex(16)  # the student's key, embedded in every link
+        self.vendor_key = options.vendor_key or secrets.token_hex(16)  # switches chaos
+        self._secret = secrets.token_bytes(32)
+        self._lock = threading.Lock()
+        self._mode: str | None = None
+        self._fix_code = ""
+        self._on_event = on_event
+        self.base_url = ""  # set once the factory listens
+        self.shutdown = threading.Event()
+        self.link_calls = 0
+        self.resolutions = 0
+
+    @property
+    def mode(self) -> str | None:
+        with self._lock:
+            return self._mode
+
+    def set_chaos(self, mode: str | None) -> None:
+        if mode is not None and mode not in CHAOS_MODES:
+            raise ValueError(mode)
+        with self._lock:
+            self._mode = mode
+            self._fix_code = secrets.token_hex(16) if mode else ""
+        self._on_event("chaos_started" if mode else "chaos_cleared", {"mode": mode})
+
+    def _link(self) -> str:
+        if self.options.link_form == "legacy":
+            return f"{self.base_url}/api/report?apiKey={self.api_key}&fixCode={self._fix_code}"
+        return f"{self.base_url}/api/support/{self.api_key}/report/{self._fix_code}"
+
+    def make_pizza(self, diner: dict, order: dict) -> tuple[bool, str | None, str | None]:
+        """(ok, jwt, link) for one order, as chaos dictates."""
+        with self._lock:
+            mode = self._mode
+            link = self._link() if mode else None
+        if mode == "fail":
+            return False, None, link
+        if mode == "throttle":
+            self.shutdown.wait(self.options.throttle_delay)
+        jwt = self._sign({"vendor": {"id": "sim", "name": "JWT Pizza Simulator"},
+                          "diner": diner, "order": order})
+        if mode == "badjwt":
+            head, body, _sig = jwt.split(".")
+            jwt = f"{head}.{body}.{_b64(secrets.token_bytes(32))}"
+        return True, jwt, link
+
+    def _sign(self, payload: dict) -> str:
+        head = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+        body = _b64(json.dumps(payload, separators=(",", ":")).encode())
+        sig = hmac.new(self._secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
+        return f"{head}.{body}.{_b64(sig)}"
+
+    def verify(self, jwt: Any) -> dict | None:
+        if not isinstance(jwt, str) or jwt.count(".") != 2:
+            return None
+        head, body, sig = jwt.split(".")
+        expected = hmac.new(self._secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
+        try:
+            if not hmac.compare_digest(_unb64(sig), expected):
+                return None
+            return json.loads(_unb64(body))
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    def resolve(self, api_key: str, fix_code: str) -> str:
+        """'resolved', 'no_chaos', 'unresolved' (wrong code) or 'unknown_key'."""
+        with self._lock:
+            self.link_calls += 1
+            if not hmac.compare_digest(api_key.encode(), self.api_key.encode()):
+                return "unknown_key"
+            if self._mode is None:
+                return "no_chaos"
+            if not hmac.compare_digest(fix_code.encode(), self._fix_code.encode()):
+                return "unresolved"
+            mode, self._mode, self._fix_code = self._mode, None, ""
+            self.resolutions += 1
+        self._on_event("chaos_resolved", {"mode": mode})
+        return "resolved"
+
+
+class PizzaService:
+    """The JWT Pizza service's state: users, tokens, menu, franchises, orders, chaos monkey."""
+
+    def __init__(self, options: SimulatorOptions, factory: Factory) -> None:
+        self.options = options
+        self.factory = factory
+        self.monkey = options.monkey
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self.users: dict[str, dict] = {}
+        for name, email, password, role in (
+            ("常用名字", "a@jwt.com", "admin", "admin"),
+            ("pizza diner", "d@jwt.com", "diner", "diner"),
+            ("pizza franchisee", "f@jwt.com", "franchisee", "franchisee"),
+        ):
+            self.users[email] = {"id": next(self._ids), "name": name, "email": email,
+                                 "password": password, "roles": [{"role": role}]}
+        self.users["f@jwt.com"]["roles"].append({"role": "franchisee", "objectId": 1})
+        self.tokens: dict[str, str] = {}
+        self.menu = [{"id": i, "title": t, "image": f"pizza{i}.png", "price": p, "description": d}
+                     for i, (t, d, p) in enumerate(MENU, start=1)]
+        self.franchises = [{"id": 1, "name": "pizzaPocket", "stores": [{"id": 1, "name": "SLC"}]}]
+        self.orders: list[dict] = []
+        self._order_ids = itertools.count(1)
+
+    @staticmethod
+    def public_user(user: dict) -> dict:
+        return {k: v for k, v in user.items() if k != "password"}
+
+    def user_for(self, headers) -> dict:
+        auth = headers.get("Authorization", "")
+        token = auth[7:] if auth.startswith("Bearer ") else ""
+        with self._lock:
+            email = self.tokens.get(token)
+        if not email:
+            raise HttpError(401, "unauthorized", stack=False)
+        return self.users[email]
+
+    def login(self, body: Any) -> dict:
+        email = body.get("email") if isinstance(body, dict) else None
+        user = self.users.get(email) if isinstance(email, str) else None
+        if user is None or body.get("password") != user["password"]:
+            raise HttpError(404, "unknown user")
+        token = secrets.token_urlsafe(24)
+        with self._lock:
+            self.tokens[token] = user["email"]
+        return {"user": self.public_user(user), "token": token}
+
+    def register(self, body: Any) -> dict:
+        if not isinstance(body, dict) or not all(
+            isinstance(body.get(k), str) and body.get(k) for k in ("name", "email", "password")
+        ):
+            raise HttpError(400, "name, email, and password are required", stack=False)
+        with self._lock:
+            user = {"id": next(self._ids), "name": body["name"], "email": body["email"],
+                    "password": body["password"], "roles": [{"role": "diner"}]}
+            self.users[body["email"]] = user  # no unique email, as in the real service
+            token = secrets.token_urlsafe(24)
+            self.tokens[token] = user["email"]
+        return {"user": self.public_user(user), "token": token}
+
+    def logout(self, headers) -> dict:
+        self.user_for(headers)
+        token = headers.get("Authorization", "")[7:]
+        with self._lock:
+            self.tokens.pop(token, None)
+        return {"message": "logout successful"}
+
+    def franchise_list(self) -> Any:
+        if self.options.franchise_shape == "old":
+            return self.franchises
+        return {"franchises": self.franchises, "more": False}
+
+    def set_monkey(self, headers, state: str) -> dict:
+        user = self.user_for(headers)
+        if not any(role.get("role") == "admin" for role in user["roles"]):
+            raise HttpError(403, "unable to change chaos", stack=False)
+        self.monkey = state == "true"
+        self.factory._on_event("monkey", {"enabled": self.monkey})
+        return {"chaos": self.monkey}
+
+    def place_order(self, headers, body: Any) -> dict:
+        user = self.user_for(headers)
+        if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+            raise HttpError(500, "Cannot read properties of undefined (reading 'items')")
+        items = body["items"]
+        menu_ids = {item["id"] for item in self.menu}
+        for item in items:
+            if not isinstance(item, dict) or item.get("menuId") not in menu_ids:
+                raise HttpError(500, "No ID found")
+        if self.monkey and secrets.randbelow(2) == 0:
+            raise HttpError(500, "Chaos monkey")
+        with self._lock:
+            order = {"franchiseId": body.get("franchiseId"), "storeId": body.get("storeId"),
+                     "items": items, "id": next(self._order_ids)}
+            self.orders.append(order)  # stored even when the factory then fails
+        diner = {"id": user["id"], "name": user["name"], "email": user["email"]}
+        if not 1 <= len(items) <= 20:  # the oven is full: a long wait, then no link
+            self.factory.shutdown.wait(self.options.throttle_delay)
+            raise HttpError(500, "Failed to fulfill order at factory", stack=False)
+        ok, jwt, link = self.factory.make_pizza(diner, order)
+        key_ok, key_failed = LINK_KEYS[self.options.link_key]
+        if not ok:
+            extra = {key_failed: link} if link else {}
+            raise HttpError(500, "Failed to fulfill order at factory", stack=False, extra=extra)
+        answer = {"order": order, "jwt": jwt}
+        if link:
+            answer[key_ok] = link
+        return answer
+
+
+Route = tuple[str, "re.Pattern[str]", Callable[..., Any]]
+
+
+def _make_handler(routes: list[Route], on_error: Callable[[], None] | None = None):
+    class Handler(QuietHandler):
+        server_version = "jwt-pizza-simulator"
+
+        def _answer(self, status: int, body: Any) -> None:
+            data = json.dumps(body).encode()
+            self.send_body(status, data, "application/json; charset=utf-8")
+
+        def _body(self) -> Any:
+            length = self.headers.get("Content-Length", "0")
+            size = int(length) if length.isdigit() else 0
+            if size > 1 << 20:
+                self.close_connection = True
+                raise HttpError(413, "request entity too large")
+            raw = self.rfile.read(size) if size else b""
+            if not raw.strip():
+                return {}
+            try:
+                return json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                raise HttpError(400, "Unexpected token in JSON at position 0") from None
+
+        def _dispatch(self) -> None:
+            parts = urlsplit(self.path)
+            try:
+                body = self._body() if self.command in ("POST", "PUT", "DELETE") else None
+                for method, pattern, action in routes:
+                    match = pattern.fullmatch(parts.path)
+                    if match and method == self.command:
+                        self._answer(200, action(self, body, parse_qs(parts.query), *match.groups()))
+                        return
+                raise HttpError(404, "unknown endpoint", stack=False)
+            except HttpError as exc:
+                self._answer(exc.status, exc.body)
+            except Exception as exc:  # a simulator bug: still the service's shape, no traceback
+                if on_error:
+                    on_error()
+                self._answer(500, HttpError(500, type(exc).__name__).body)
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _dispatch
+
+    return Handler
+
+
+class Simulator:
+    """The service and the factory, listening on two loopback addresses."""
+
+    def __init__(self, options: SimulatorOptions | None = None,
+                 on_event: Callable[[str, dict], None] | None = None) -> None:
+        self.options = options or SimulatorOptions()
+        if self.options.link_key not in LINK_KEYS:
+            raise ValueError(f"unknown link key {self.options.link_key!r}")
+        self.events: list[tuple[float, str, dict]] = []
+        self._listeners = [on_event] if on_event else []
+        self.factory = Factory(self.options, self._event)
+        self.service = PizzaService(self.options, self.factory)
+        self.servers: list[BackgroundServer] = []
+        self._schedule: threading.Thread | None = None
+
+    def _event(self, name: str, fields: dict) -> None:
+        self.events.append((time.time(), name, fields))
+        for listener in self._listeners:
+            listener(name, fields)
+
+    def start(self, listen: tuple[str, int] = ("127.0.0.1", 3000),
+              factory_listen: tuple[str, int] = ("127.0.0.1", 3001)) -> "Simulator":
+        factory_server = BackgroundServer(*factory_listen, _make_handler(self._factory_routes()),
+                                          name="sim-factory")
+        try:
+            service_server = BackgroundServer(*listen, _make_handler(self._service_routes()),
+                                              name="sim-service")
+        except Exception:
+            factory_server.server.server_close()
+            raise
+        self.factory.base_url = factory_server.url()
+        self.servers = [service_server.start(), factory_server.start()]
+        if self.options.chaos:
+            self.factory.set_chaos(self.options.chaos)
+        return self
+
+    @property
+    def service_url(self) -> str:
+        return self.servers[0].url()
+
+    @property
+    def factory_url(self) -> str:
+        return self.servers[1].url()
+
+    def start_schedule(self, every: float, modes: list[str]) -> None:
+        """Every ``every`` seconds, start the next mode in turn unless chaos is still running."""
+
+        def loop() -> None:
+            for mode in itertools.cycle(modes):
+                if self.factory.shutdown.wait(every):
+                    return
+                if self.factory.mode is None:
+                    self.factory.set_chaos(mode)
+
+        self._schedule = threading.Thread(target=loop, name="sim-chaos-schedule", daemon=True)
+        self._schedule.start()
+
+    def stop(self) -> None:
+        self.factory.shutdown.set()
+        for server in self.servers:
+            server.stop()
+
+    # --- routes ------------------------------------------------------------------------------
+
+    def _service_routes(self) -> list[Route]:
+        s = self.service
+        r = re.compile
+        return [
+            ("GET", r("/"), lambda h, b, q: {"message": "welcome to JWT Pizza",
+                                             "version": SERVICE_VERSION}),
+            ("PUT", r("/api/auth"), lambda h, b, q: s.login(b)),
+            ("POST", r("/api/auth"), lambda h, b, q: s.register(b)),
+            ("DELETE", r("/api/auth"), lambda h, b, q: s.logout(h.headers)),
+            ("GET", r("/api/order/menu"), lambda h, b, q: s.menu),
+            ("GET", r("/api/franchise"), lambda h, b, q: s.franchise_list()),
+            ("GET", r("/api/order"), lambda h, b, q: {
+                "dinerId": s.user_for(h.headers)["id"], "orders": [], "page": 1}),
+            ("POST", r("/api/order"), lambda h, b, q: s.place_order(h.headers, b)),
+            ("PUT", r("/api/order/chaos/(true|false)"),
+             lambda h, b, q, state: s.set_monkey(h.headers, state)),
+        ]
+
+    def _factory_routes(self) -> list[Route]:
+        f = self.factory
+        r = re.compile
+
+        def verify(h, body, q):
+            payload = f.verify(body.get("jwt") if isinstance(body, dict) else None)
+            if payload is None:
+                raise HttpError(403, "invalid", stack=False)
+            return {"message": "valid", "payload": payload}
+
+        def report_current(h, body, q, api_key, fix_code):
+            outcome = f.resolve(api_key, fix_code)
+            if outcome == "resolved":
+                return {"message": "Problem resolved. Pizza is back on the menu!"}
+            if outcome == "no_chaos":
+                return {"message": "No chaos currently executing"}
+            if outcome == "unknown_key":
+                raise HttpError(404, "unknown vendor", stack=False)
+            raise HttpError(400, "Problem unresolved", stack=False)
+
+        def report_legacy(h, body, q):
+            outcome = f.resolve(q.get("apiKey", [""])[0], q.get("fixCode", [""])[0])
+            if outcome in ("resolved", "no_chaos"):
+                return {"msg": "Chaos resolved"}
+            error = HttpError(500, "", stack=False)
+            error.body = {"msg": "Failed to resolve chaos"}
+            raise error
+
+        def vendor_auth(h) -> None:
+            auth = h.headers.get("Authorization", "")
+            if not hmac.compare_digest(auth.encode(), f"Bearer {f.vendor_key}".encode()):
+                raise HttpError(401, "unauthorized", stack=False)
+
+        def set_chaos(h, body, q, mode):
+            vendor_auth(h)
+            if mode not in CHAOS_MODES + ("none",):
+                raise HttpError(400, f"unknown chaos type; use one of {', '.join(CHAOS_MODES)}, none",
+                                stack=False)
+            f.set_chaos(None if mode == "none" else mode)
+            return {"message": "Chaos initiated" if mode != "none" else "Chaos cleared",
+                    "chaos": mode}
+
+        def get_chaos(h, body, q):
+            vendor_auth(h)
+            return {"chaos": f.mode or "none"}
+
+        return [
+            ("GET", r("/"), lambda h, b, q: {"message": "welcome to JWT Pizza Factory"}),
+            ("POST", r("/api/order/verify"), verify),
+            ("GET", r("/api/support/([^/]+)/report/([^/]+)"), report_current),
+            ("GET", r("/api/report"), report_legacy),
+            ("PUT", r("/api/vendor/chaos/([A-Za-z]+)"), set_chaos),
+            ("GET", r("/api/vendor/chaos"), get_chaos),
+        ]
