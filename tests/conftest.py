@@ -1,0 +1,76 @@
+"""Shared fixtures: a simulator on loopback, polling with a deadline, scraping /metrics."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from typing import Callable, TypeVar
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.simulator import Simulator, SimulatorOptions
+
+T = TypeVar("T")
+
+
+def poll(check: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.05,
+         what: str = "condition") -> T:
+    """Call ``check`` until it returns something truthy or the deadline passes (then fail)."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # the server may not be up yet
+            last_error = exc
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
+        time.sleep(interval)
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.status, response.read().decode()
+
+
+def samples(metrics_text: str) -> dict[tuple[str, tuple], float]:
+    """{(sample name, sorted label items): value} from an exposition text."""
+    out = {}
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def value(metrics_text: str, name: str, **labels: str) -> float | None:
+    return samples(metrics_text).get((name, tuple(sorted(labels.items()))))
+
+
+def start_simulator(**options) -> Simulator:
+    options.setdefault("throttle_delay", 0.5)
+    return Simulator(SimulatorOptions(**options)).start(("127.0.0.1", 0), ("127.0.0.1", 0))
+
+
+@pytest.fixture
+def simulator():
+    sim = start_simulator()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def make_simulator():
+    """A factory for simulators with options; all are stopped at the end of the test."""
+    started: list[Simulator] = []
+
+    def make(**options) -> Simulator:
+        sim = start_simulator(**options)
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
+        sim.stop()
