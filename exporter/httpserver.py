@@ -4,6 +4,7 @@ simulator and (later) the sidecar."""
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -14,6 +15,13 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away is normal; anything else is one line, never a traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return
+        sys.stderr.write(f"pizza-probe: error handling a request: {type(exc).__name__}\n")
 
 
 class BackgroundServer:
@@ -29,7 +37,9 @@ class BackgroundServer:
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         self.name = name
-        self.thread = threading.Thread(target=self.server.serve_forever, name=name, daemon=True)
+        # A short poll interval makes stop() quick; the cost is a few idle wake-ups a second.
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), name=name,
+                                       daemon=True)
 
     @property
     def port(self) -> int:
@@ -60,6 +70,9 @@ class QuietHandler(BaseHTTPRequestHandler):
     """A handler that logs nothing to stderr and has helpers for answers."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, a keep-alive client's delayed ACK
+    # stalls the second by ~40 ms, which would show up as step latency.
+    disable_nagle_algorithm = True
     server_version = "pizza-probe"
     sys_version = ""
 

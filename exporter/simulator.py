@@ -35,6 +35,7 @@ LINK_KEYS = {
 LINK_FORMS = ("current", "legacy")
 FRANCHISE_SHAPES = ("new", "old")
 SERVICE_VERSION = "20241120.055253"
+MAX_REQUEST_BYTES = 1 << 20
 MENU = (
     ("Veggie", "A garden of delight", 0.0038),
     ("Pepperoni", "Spicy treat", 0.0042),
@@ -90,8 +91,9 @@ class Factory:
         self._on_event = on_event
         self.base_url = ""  # set once the factory listens
         self.shutdown = threading.Event()
-        self.link_calls = 0
+        self.link_calls = 0  # calls of either resolver endpoint, right code or not
         self.resolutions = 0
+        self.fix_codes: list[str] = []  # every code issued, for tests that grep for secrets
 
     @property
     def mode(self) -> str | None:
@@ -104,6 +106,8 @@ class Factory:
         with self._lock:
             self._mode = mode
             self._fix_code = secrets.token_hex(16) if mode else ""
+            if mode:
+                self.fix_codes.append(self._fix_code)
         self._on_event("chaos_started" if mode else "chaos_cleared", {"mode": mode})
 
     def _link(self) -> str:
@@ -283,13 +287,38 @@ def _make_handler(routes: list[Route], on_error: Callable[[], None] | None = Non
             data = json.dumps(body).encode()
             self.send_body(status, data, "application/json; charset=utf-8")
 
-        def _body(self) -> Any:
+        def _raw_body(self) -> bytes:
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                return self._read_chunked()
             length = self.headers.get("Content-Length", "0")
             size = int(length) if length.isdigit() else 0
-            if size > 1 << 20:
+            if size > MAX_REQUEST_BYTES:
                 self.close_connection = True
                 raise HttpError(413, "request entity too large")
-            raw = self.rfile.read(size) if size else b""
+            return self.rfile.read(size) if size else b""
+
+        def _read_chunked(self) -> bytes:
+            chunks, total = [], 0
+            while True:
+                line = self.rfile.readline(64)
+                try:
+                    size = int(line.split(b";")[0].strip() or b"x", 16)
+                except ValueError:
+                    self.close_connection = True
+                    raise HttpError(400, "bad chunked encoding") from None
+                if size == 0:
+                    while self.rfile.readline(1024).strip():  # trailers, up to the blank line
+                        pass
+                    return b"".join(chunks)
+                total += size
+                if total > MAX_REQUEST_BYTES:
+                    self.close_connection = True
+                    raise HttpError(413, "request entity too large")
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(8)  # the CRLF after each chunk
+
+        def _body(self) -> Any:
+            raw = self._raw_body()
             if not raw.strip():
                 return {}
             try:
@@ -300,9 +329,9 @@ def _make_handler(routes: list[Route], on_error: Callable[[], None] | None = Non
         def _dispatch(self) -> None:
             parts = urlsplit(self.path)
             try:
-                body = self._body() if self.command in ("POST", "PUT", "DELETE") else None
+                body = self._body() if self.command in ("POST", "PUT", "DELETE", "PATCH") else None
                 for method, pattern, action in routes:
-                    match = pattern.fullmatch(parts.path)
+                    match = pattern.fullmatch(parts.path.rstrip("/") or "/")  # Express: not strict
                     if match and method == self.command:
                         self._answer(200, action(self, body, parse_qs(parts.query), *match.groups()))
                         return
@@ -314,7 +343,12 @@ def _make_handler(routes: list[Route], on_error: Callable[[], None] | None = Non
                     on_error()
                 self._answer(500, HttpError(500, type(exc).__name__).body)
 
-        do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _dispatch
+        do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = do_OPTIONS = _dispatch
+
+        def do_HEAD(self) -> None:  # noqa: N802  (send_body writes no body for HEAD)
+            self.command = "GET"
+            self._dispatch()
+            self.command = "HEAD"
 
     return Handler
 
