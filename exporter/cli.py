@@ -20,11 +20,17 @@ from .config import (
     parse_listen_address,
     read_secret_file,
 )
+from .alertmanager import Deduper
+from .handoff import ExporterFeed, LatestJourney, ProbeReport
+from .incident import IncidentStore
 from .journey import run_journey
-from .logs import JourneyLogger, get_logger, setup_logging
+from .logs import JourneyLogger, setup_logging
 from .metrics import ProbeMetrics
-from .report import render_json, render_text
+from .recovery import LinkPolicy
+from .report import render_json, render_recovery, render_text
 from .scheduler import ProbeLoop
+from .sidecar import RecoveryMetrics, Sidecar, SidecarOptions
+from .sidecar_web import sidecar_server
 from .web import History, exporter_server
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -93,6 +99,37 @@ def logging_options(command):
     return command
 
 
+def recovery_options(command):
+    """Options of the recovery action, shared by ``sidecar`` and ``once --recover``."""
+    options = [
+        click.option("--allow-host", "allow_hosts", multiple=True, metavar="HOST[:PORT]",
+                     envvar="PIZZA_RECOVERY_ALLOW_HOSTS", show_envvar=True,
+                     help="Also allow recovery links to this host (repeatable). Always allowed: "
+                          "pizza-factory.cs329.click, cs329.cs.byu.edu and the --factory-url host."),
+        click.option("--incident-dir", envvar="PIZZA_RECOVERY_INCIDENT_DIR", show_envvar=True,
+                     metavar="DIR", help="Write each incident here as JSON and a postmortem draft."),
+        click.option("--dry-run", is_flag=True, envvar="PIZZA_RECOVERY_DRY_RUN", show_envvar=True,
+                     help="Decide and record, but never call a recovery link."),
+        click.option("--kill-switch-file", envvar="PIZZA_RECOVERY_KILL_SWITCH_FILE",
+                     show_envvar=True, metavar="PATH",
+                     help="While this file exists, no recovery link is called."),
+        click.option("--link-timeout", type=DURATION, default="5s", show_default=True,
+                     envvar="PIZZA_RECOVERY_LINK_TIMEOUT", show_envvar=True,
+                     help="Timeout of the recovery link call."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _incident_store(incident_dir: str | None) -> IncidentStore:
+    try:
+        return IncidentStore(incident_dir)
+    except OSError as exc:
+        raise ConfigError(f"incident-dir: cannot create {incident_dir!r}: "
+                          f"{exc.strerror or type(exc).__name__}") from None
+
+
 def build_config(service_url, factory_url, email, password, password_file, timeout,
                  order_timeout, slow_threshold, **_ignored) -> ProbeConfig:
     if password is not None and password_file is not None:
@@ -131,22 +168,43 @@ def cli() -> None:
     Examples:
       pizza-probe once --service-url http://localhost:3000
       pizza-probe serve --interval 15s --listen :9816
+      pizza-probe sidecar --exporter-url http://127.0.0.1:9816 --incident-dir incidents
     """
 
 
 @cli.command()
 @probe_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def once(as_json: bool, **kwargs) -> int:
+@click.option("--recover", is_flag=True,
+              help="If the journey failed with a chaos link, call the link as the sidecar does "
+                   "(allow-list, dry run, kill switch) and verify with a fresh order.")
+@recovery_options
+def once(as_json: bool, recover: bool, allow_hosts, incident_dir, dry_run, kill_switch_file,
+         link_timeout, **kwargs) -> int:
     """Run one journey and print each step.
 
-    Exit status: 0 if the journey succeeded, 1 if it failed, 2 on bad usage or configuration.
+    Exit status: 0 if the journey succeeded (with --recover: or the shop was healed and a fresh
+    order verified it), 1 if it failed, 2 on bad usage or configuration.
     """
     config = _config_from(kwargs)
+    store = _incident_store(incident_dir) if recover else None
     result = run_journey(config)
     render = render_json if as_json else render_text
     click.echo(render(result, config.service_url))
-    return EXIT_OK if result.success else EXIT_FAILED
+    if result.success or not recover:
+        return EXIT_OK if result.success else EXIT_FAILED
+    setup_logging("error")  # the recovery summary below says what happened
+    sidecar = Sidecar(
+        config, LinkPolicy.default(config.factory_url, allow_hosts),
+        SidecarOptions(cooldown=0, dry_run=dry_run, kill_switch_file=kill_switch_file,
+                       link_timeout=link_timeout),
+        RecoveryMetrics(CollectorRegistry()), store,
+    )
+    sidecar.step(("report", ProbeReport.from_result(result)))
+    current, closed = sidecar.snapshot()
+    incident = current or closed[-1]
+    click.echo(render_recovery(incident, incident_dir))
+    return EXIT_OK if incident.status == "resolved" else EXIT_FAILED
 
 
 @cli.command()
@@ -157,9 +215,12 @@ def once(as_json: bool, **kwargs) -> int:
 @click.option("--listen", "--web.listen-address", "listen", envvar="PIZZA_PROBE_LISTEN",
               type=LISTEN, default=":9816", show_default=True, show_envvar=True,
               help="Address for /metrics, /healthz and /.")
+@click.option("--handoff-token", envvar="PIZZA_PROBE_HANDOFF_TOKEN", show_envvar=True,
+              help="Shared with the sidecar: it reads journeys and their chaos links from "
+                   "/recovery/latest with this token. Without one, only loopback clients may.")
 @logging_options
-def serve(interval: float, listen: tuple[str, int], log_level: str, log_format: str,
-          **kwargs) -> int:
+def serve(interval: float, listen: tuple[str, int], handoff_token: str | None, log_level: str,
+          log_format: str, **kwargs) -> int:
     """Run a journey every --interval and serve /metrics.
 
     Stops cleanly within a second on SIGTERM or Ctrl-C, even in the middle of an order.
@@ -171,13 +232,14 @@ def serve(interval: float, listen: tuple[str, int], log_level: str, log_format: 
         collector(registry=registry)
     metrics = ProbeMetrics(registry)
     history = History()
+    latest = LatestJourney()
     loop = ProbeLoop(
         functools.partial(run_journey, config),
         interval,
-        [metrics.record, history, JourneyLogger(log)],
+        [metrics.record, history, latest, JourneyLogger(log)],
         rng=random.Random(),
     )
-    server = exporter_server(*listen, registry, history).start()
+    server = exporter_server(*listen, registry, history, latest, handoff_token or None).start()
     log.info("listening", extra={"fields": {
         "address": f"{listen[0]}:{server.port}", "service_url": config.service_url,
         "interval_seconds": interval, "version": __version__}})
@@ -189,6 +251,72 @@ def serve(interval: float, listen: tuple[str, int], log_level: str, log_format: 
     loop.stop()
     server.stop()
     loop_thread.join(timeout=0.5)  # a journey mid-order is abandoned: its thread is a daemon
+    return EXIT_OK
+
+
+@cli.command()
+@probe_options
+@click.option("--exporter-url", envvar="PIZZA_EXPORTER_URL", type=HTTP_URL,
+              default="http://127.0.0.1:9816", show_default=True, show_envvar=True,
+              help="The exporter whose failed journeys (and chaos links) trigger recovery.")
+@click.option("--handoff-token", envvar="PIZZA_PROBE_HANDOFF_TOKEN", show_envvar=True,
+              help="The exporter's --handoff-token, if it has one.")
+@click.option("--listen", "--web.listen-address", "listen", envvar="PIZZA_RECOVERY_LISTEN",
+              type=LISTEN, default=":9817", show_default=True, show_envvar=True,
+              help="Address for /alertmanager, /metrics, /healthz and /.")
+@click.option("--webhook-token", envvar="PIZZA_RECOVERY_WEBHOOK_TOKEN", show_envvar=True,
+              help="Token Alertmanager must send (bearer, or as the basic-auth password). "
+                   "Without one the webhook refuses every call.")
+@click.option("--cooldown", type=DURATION, default="30s", show_default=True,
+              envvar="PIZZA_RECOVERY_COOLDOWN", show_envvar=True,
+              help="Least time between two recovery link calls.")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True,
+              envvar="PIZZA_RECOVERY_MAX_ATTEMPTS", show_envvar=True,
+              help="Most link calls per incident; then a human must look.")
+@click.option("--max-attempts-per-hour", type=click.IntRange(min=1), default=10,
+              show_default=True, envvar="PIZZA_RECOVERY_MAX_ATTEMPTS_PER_HOUR", show_envvar=True,
+              help="Most link calls in any hour, all incidents together.")
+@recovery_options
+@logging_options
+def sidecar(exporter_url: str, handoff_token: str | None, listen: tuple[str, int],
+            webhook_token: str | None, cooldown: float, max_attempts: int,
+            max_attempts_per_hour: int, allow_hosts, incident_dir, dry_run, kill_switch_file,
+            link_timeout: float, log_level: str, log_format: str, **kwargs) -> int:
+    """Call the factory's recovery link when orders fail, safely, and prove the shop is back.
+
+    Triggers: the exporter's failed journeys (read from its /recovery/latest) and
+    Alertmanager's webhook (POST /alertmanager, alert PizzaSyntheticOrderFailing). Only links to
+    allow-listed hosts are called, with a cooldown and attempt limits; an incident counts as
+    resolved only when a fresh synthetic order succeeds.
+    """
+    config = _config_from(kwargs)
+    log = setup_logging(log_level, log_format)
+    store = _incident_store(incident_dir)
+    registry = CollectorRegistry()
+    for collector in (ProcessCollector, PlatformCollector, GCCollector):
+        collector(registry=registry)
+    policy = LinkPolicy.default(config.factory_url, allow_hosts)
+    engine = Sidecar(
+        config, policy,
+        SidecarOptions(cooldown=cooldown, max_attempts=max_attempts,
+                       max_attempts_per_hour=max_attempts_per_hour, link_timeout=link_timeout,
+                       dry_run=dry_run, kill_switch_file=kill_switch_file),
+        RecoveryMetrics(registry), store,
+    )
+    server = sidecar_server(*listen, registry, engine, webhook_token or None, Deduper()).start()
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    ExporterFeed(exporter_url, engine.submit_report, token=handoff_token or None, stop=stop).start()
+    worker = engine.start(stop)
+    log.info("listening", extra={"fields": {
+        "address": f"{listen[0]}:{server.port}", "exporter_url": exporter_url,
+        "allow_hosts": ",".join(policy.describe()), "dry_run": dry_run,
+        "webhook": "enabled" if webhook_token else "disabled (no --webhook-token)",
+        "version": __version__}})
+    stop.wait()
+    log.info("stopping")
+    server.stop()
+    worker.join(timeout=0.5)
     return EXIT_OK
 
 

@@ -43,3 +43,23 @@ def render_text(result: JourneyResult, service_url: str) -> str:
 
 def render_json(result: JourneyResult, service_url: str) -> str:
     return json.dumps({"service_url": service_url, **result.to_dict()}, indent=2)
+
+
+def render_recovery(incident, incident_dir: str | None) -> str:
+    """What ``once --recover`` did, in a few lines; links redacted."""
+    lines = []
+    if not incident.attempts:
+        lines.append("recovery: no chaos link in the answer, nothing to call "
+                     f"(observed: {incident.chaos_mode})")
+    for attempt in incident.attempts:
+        verb = "called" if attempt["called"] else "did not call"
+        lines.append(f"recovery: {verb} {attempt['link']} -> {attempt['result']}"
+                     + (f" ({attempt['detail']})" if attempt["detail"] else ""))
+    if incident.status == "resolved":
+        lines.append(f"recovery: verified, a fresh synthetic order succeeded; "
+                     f"time to recover {incident.duration:.1f}s")
+    else:
+        lines.append("recovery: NOT resolved, a human must look (docs/runbook.md)")
+    if incident_dir:
+        lines.append(f"incident record: {incident_dir}/{incident.id}.md")
+    return "\n".join(lines)

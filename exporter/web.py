@@ -6,12 +6,15 @@ from __future__ import annotations
 import collections
 import datetime
 import html
+import json
 import threading
+from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from . import __version__
+from .handoff import HANDOFF_PATH, LatestJourney, handoff_allowed
 from .httpserver import BackgroundServer, QuietHandler
 from .result import JourneyResult
 
@@ -57,11 +60,38 @@ def _status_page(history: History | None) -> bytes:
     ).encode()
 
 
-def make_handler(registry: CollectorRegistry, history: History | None = None):
+def _number(query: dict, name: str, default: float) -> float:
+    try:
+        number = float(query.get(name, [default])[0])
+    except ValueError:
+        return default
+    return number if 0 <= number < 1e9 else default
+
+
+def make_handler(registry: CollectorRegistry, history: History | None = None,
+                 latest: LatestJourney | None = None, handoff_token: str | None = None):
     class ExporterHandler(QuietHandler):
+        def _handoff(self, query: dict) -> None:
+            if latest is None:
+                self.send_body(404, b"not found\n", "text/plain; charset=utf-8")
+            elif not handoff_allowed(handoff_token, self.headers.get("Authorization", ""),
+                                     self.client_address[0]):
+                self.send_body(403, b"forbidden: the hand-off needs the sidecar's token\n",
+                               "text/plain; charset=utf-8")
+            else:
+                report = latest.wait_newer(int(_number(query, "after", 0)), _number(query, "wait", 0))
+                if report is None:
+                    self.send_body(204, b"", "application/json")
+                else:
+                    self.send_body(200, json.dumps(report.to_json()).encode(), "application/json",
+                                   {"Cache-Control": "no-store"})
+
         def do_GET(self) -> None:  # noqa: N802
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
+            parts = urlsplit(self.path)
+            path = parts.path
+            if path == HANDOFF_PATH:
+                self._handoff(parse_qs(parts.query))
+            elif path == "/metrics":
                 encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
                 self.send_body(200, encoder(registry), content_type)
             elif path == "/healthz":
@@ -84,5 +114,7 @@ def make_handler(registry: CollectorRegistry, history: History | None = None):
 
 
 def exporter_server(host: str, port: int, registry: CollectorRegistry,
-                    history: History | None = None) -> BackgroundServer:
-    return BackgroundServer(host, port, make_handler(registry, history), name="exporter-http")
+                    history: History | None = None, latest: LatestJourney | None = None,
+                    handoff_token: str | None = None) -> BackgroundServer:
+    handler = make_handler(registry, history, latest, handoff_token)
+    return BackgroundServer(host, port, handler, name="exporter-http")

@@ -2,65 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
-import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import requests
 
 from conftest import http_get, poll, value
-
-
-class ServeProcess:
-    def __init__(self, tmp_path, *args: str, env: dict | None = None) -> None:
-        self.log_path = tmp_path / "serve.log"
-        self.log = open(self.log_path, "w")
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("PIZZA_")}
-        full_env.update(env or {})
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "serve", "--listen", "127.0.0.1:0", *args],
-            stdout=self.log, stderr=subprocess.STDOUT, env=full_env,
-        )
-        match = poll(lambda: re.search(r"address=127\.0\.0\.1:(\d+)", self.log_path.read_text()),
-                     timeout=15, what="the exporter to listen")
-        self.url = f"http://127.0.0.1:{match.group(1)}"
-
-    def metrics(self) -> str:
-        return http_get(self.url + "/metrics", timeout=2)[1]
-
-    def logs(self) -> str:
-        return self.log_path.read_text()
-
-    def stop(self) -> float:
-        started = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=10)
-        return time.monotonic() - started
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+from processes import Processes
 
 
 @pytest.fixture
 def serve(tmp_path):
-    started = []
-
-    def start(*args, env=None):
-        process = ServeProcess(tmp_path, *args, env=env)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.close()
+    processes = Processes(tmp_path)
+    yield lambda *args, env=None: processes.start("serve", *args, env=env)
+    processes.stop_all()
 
 
 def target_args(sim):
@@ -141,6 +98,8 @@ def test_scrapes_answer_and_sigterm_stops_within_a_second_during_a_32s_order(mak
     started = time.monotonic()
     status, _ = http_get(exporter.url + "/metrics", timeout=2)
     assert status == 200 and time.monotonic() - started < 2
-    assert exporter.stop() < 3  # a stop that waited for the order would take ~32 s
+    started = time.monotonic()
+    exporter.stop()
+    assert time.monotonic() - started < 3  # a stop that waited for the order would take ~32 s
     assert exporter.proc.returncode == 0
     assert "Traceback" not in exporter.logs()

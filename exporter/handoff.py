@@ -1,0 +1,169 @@
+"""The hand-off of journey results, chaos link included, from the exporter to the sidecar.
+
+The exporter keeps the latest result in :class:`LatestJourney` (an observer) and serves it at
+``GET /recovery/latest?after=SEQ&wait=SECONDS``, a long poll that answers as soon as a journey
+newer than ``after`` finished. The answer holds the chaos link in clear, so it is served only to
+a client that presents the shared hand-off token (``Authorization: Bearer``) or, when no token
+is configured, only to a client on loopback. :class:`ExporterFeed` is the sidecar's end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import ipaddress
+import threading
+from typing import Any, Callable
+
+import requests
+
+from .logs import get_logger
+from .redact import RecoveryLink
+from .result import JourneyResult
+
+HANDOFF_PATH = "/recovery/latest"
+MAX_WAIT = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeReport:
+    """What the sidecar needs to know of one journey."""
+
+    seq: int
+    success: bool
+    started_at: float
+    failed_step: str | None = None
+    reason: str | None = None
+    detail: str = ""
+    link: RecoveryLink | None = None
+    first_failure_at: float | None = None  # start of the current failure streak
+
+    @classmethod
+    def from_result(cls, result: JourneyResult, seq: int = 0,
+                    first_failure_at: float | None = None) -> "ProbeReport":
+        return cls(seq, result.success, result.started_at, result.failed_step, result.reason,
+                   result.detail, result.chaos_link,
+                   None if result.success else (first_failure_at or result.started_at))
+
+    def to_json(self) -> dict:
+        return {
+            "seq": self.seq, "success": self.success, "started_at": self.started_at,
+            "failed_step": self.failed_step, "reason": self.reason, "detail": self.detail,
+            "chaos_link": self.link.reveal() if self.link else None,
+            "chaos_link_key": self.link.key if self.link else None,
+            "first_failure_at": self.first_failure_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> "ProbeReport":
+        if not isinstance(data, dict) or not isinstance(data.get("seq"), int):
+            raise ValueError("hand-off answer has no seq")
+        link = data.get("chaos_link")
+        return cls(
+            seq=data["seq"],
+            success=bool(data.get("success")),
+            started_at=float(data.get("started_at") or 0.0),
+            failed_step=data.get("failed_step"),
+            reason=data.get("reason"),
+            detail=str(data.get("detail") or ""),
+            link=RecoveryLink(link, str(data.get("chaos_link_key") or "")) if isinstance(link, str) and link else None,
+            first_failure_at=data.get("first_failure_at"),
+        )
+
+
+class LatestJourney:
+    """An observer keeping the newest journey as a :class:`ProbeReport`, with a wait for the
+    next one."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._report: ProbeReport | None = None
+        self._seq = 0
+        self._streak_start: float | None = None
+
+    def __call__(self, result: JourneyResult) -> None:
+        with self._cond:
+            self._seq += 1
+            if result.success:
+                self._streak_start = None
+            elif self._streak_start is None:
+                self._streak_start = result.started_at
+            self._report = ProbeReport.from_result(result, self._seq, self._streak_start)
+            self._cond.notify_all()
+
+    def wait_newer(self, after: int, timeout: float) -> ProbeReport | None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._seq > after, timeout=max(0.0, min(timeout, MAX_WAIT)))
+            return self._report
+
+
+def handoff_allowed(token: str | None, authorization: str, peer: str) -> bool:
+    """With a token configured, the client must present it; without, it must be on loopback."""
+    if token:
+        return hmac.compare_digest(authorization.encode(), f"Bearer {token}".encode())
+    try:
+        return ipaddress.ip_address(peer).is_loopback
+    except ValueError:
+        return False
+
+
+class HandoffRefused(ValueError):
+    status: int | None = None
+
+
+class ExporterFeed:
+    """Long-polls the exporter's hand-off endpoint and passes each new report on."""
+
+    def __init__(self, exporter_url: str, on_report: Callable[[ProbeReport], None], *,
+                 token: str | None = None, wait: float = 10.0, stop: threading.Event | None = None,
+                 session: requests.Session | None = None) -> None:
+        self.url = exporter_url.rstrip("/") + HANDOFF_PATH
+        self.on_report = on_report
+        self.token = token
+        self.wait = wait
+        self.stop_event = stop or threading.Event()
+        self.session = session or requests.Session()
+        self.session.trust_env = False
+        self.connected: bool | None = None  # None until the first poll
+
+    def poll_once(self, after: int) -> ProbeReport | None:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        response = self.session.get(self.url, params={"after": after, "wait": self.wait},
+                                    headers=headers, timeout=self.wait + 5)
+        if response.status_code == 204:
+            return None
+        if response.status_code != 200:
+            error = HandoffRefused(f"hand-off answered HTTP {response.status_code}")
+            error.status = response.status_code
+            raise error
+        return ProbeReport.from_json(response.json())
+
+    def run(self) -> None:
+        log = get_logger()
+        seq = 0
+        while not self.stop_event.is_set():
+            try:
+                report = self.poll_once(seq)
+            except (requests.RequestException, ValueError) as exc:
+                if self.connected is not False:  # log the change, not every retry
+                    log.warning("exporter hand-off unavailable", extra={"fields": {
+                        "url": self.url, "error": type(exc).__name__,
+                        "status": getattr(exc, "status", None)}})
+                self.connected = False
+                self.stop_event.wait(1.0)
+                continue
+            if self.connected is not True:
+                log.info("exporter hand-off connected", extra={"fields": {"url": self.url}})
+                self.connected = True
+            if report is None:
+                continue
+            if report.seq < seq:  # the exporter restarted: its sequence began again
+                seq = 0
+            if report.seq > seq:
+                seq = report.seq
+                self.on_report(report)
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="exporter-feed", daemon=True)
+        thread.start()
+        return thread

@@ -1,0 +1,156 @@
+"""Calling the factory's chaos-ending link, safely.
+
+The link arrives in a response body, so whoever controls that body could make us fetch any URL.
+:class:`LinkPolicy` admits only http(s) links to allow-listed hosts on the two known resolver
+paths; :func:`call_link` GETs an admitted link with a short timeout, follows a redirect only to
+an admitted URL on the same host, and classifies the resolver's answer. No error or log line
+carries the link in clear.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+from .redact import RecoveryLink, redact_url
+
+DEFAULT_ALLOWED_HOSTS = ("pizza-factory.cs329.click", "cs329.cs.byu.edu")
+RESULTS = ("resolved", "no_chaos", "unresolved", "error", "refused", "dry_run")
+_RESOLVER_PATHS = (re.compile(r"/api/support/[^/]+/report/[^/]+"), re.compile(r"/api/report"))
+_MAX_BODY = 64 * 1024
+_MAX_REDIRECTS = 2
+
+
+def _host_port(url: str) -> tuple[str, int | None]:
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return host, port
+
+
+class LinkPolicy:
+    """Which links may be called. Entries are ``host`` (any port) or ``host:port``."""
+
+    def __init__(self, allowed: list[str] | tuple[str, ...]) -> None:
+        self.entries: set[tuple[str, int | None]] = set()
+        for entry in allowed:
+            entry = entry.strip().lower()
+            if "://" in entry:  # a URL, e.g. the configured factory: its host and port
+                self.entries.add(_host_port(entry))
+                continue
+            host, sep, port = entry.rpartition(":")
+            if sep and port.isdigit() and not host.endswith(":"):
+                self.entries.add((host.strip("[]"), int(port)))
+            else:
+                self.entries.add((entry.strip("[]"), None))
+
+    @classmethod
+    def default(cls, factory_url: str, extra: list[str] | tuple[str, ...] = ()) -> "LinkPolicy":
+        return cls([*DEFAULT_ALLOWED_HOSTS, factory_url, *extra])
+
+    def refusal(self, url: str) -> str | None:
+        """Why ``url`` may not be called, or None if it may."""
+        if len(url) > 2048:
+            return "link is too long"
+        try:
+            parts = urlsplit(url)
+            host, port = _host_port(url)
+        except ValueError:
+            return "link is not a valid URL"
+        if parts.scheme not in ("http", "https"):
+            return f"scheme {parts.scheme or '(none)'!r} is not http or https"
+        if parts.username or parts.password:
+            return "link carries credentials"
+        if (host, port) not in self.entries and (host, None) not in self.entries:
+            return f"host {host or '(none)'!r} is not on the allow-list"
+        if not any(p.fullmatch(parts.path) for p in _RESOLVER_PATHS):
+            return "path is not a known recovery-link path"
+        return None
+
+    def describe(self) -> list[str]:
+        return sorted(f"{h}:{p}" if p else h for h, p in self.entries)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkOutcome:
+    result: str  # one of RESULTS
+    detail: str
+    status: int | None = None
+
+
+def classify_answer(status: int, body: bytes) -> LinkOutcome:
+    """Both resolver forms: ``{"message": ...}`` (current) and ``{"msg": ...}`` (older)."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        data = None
+    text = ""
+    if isinstance(data, dict):
+        for key in ("message", "msg"):
+            if isinstance(data.get(key), str):
+                text = data[key]
+                break
+    lowered = text.lower()
+    shown = text[:80] if text.isprintable() else ""
+    if "unresolved" in lowered or "failed to resolve" in lowered:
+        return LinkOutcome("unresolved", shown, status)
+    if status == 200 and "no chaos" in lowered:
+        return LinkOutcome("no_chaos", shown, status)
+    if status == 200 and ("problem resolved" in lowered or "chaos resolved" in lowered):
+        return LinkOutcome("resolved", shown, status)
+    return LinkOutcome("error", f"unexpected answer HTTP {status}" + (f": {shown}" if shown else ""),
+                       status)
+
+
+def call_link(link: RecoveryLink, policy: LinkPolicy, *, timeout: float = 5.0,
+              session: requests.Session | None = None, user_agent: str = "pizza-probe") -> LinkOutcome:
+    """GET the link if the policy admits it; never raises for network or answer problems."""
+    url = link.reveal()
+    refusal = policy.refusal(url)
+    if refusal:
+        return LinkOutcome("refused", refusal)
+    own_session = session is None
+    session = session or requests.Session()
+    session.trust_env = False
+    try:
+        for _ in range(_MAX_REDIRECTS + 1):
+            try:
+                response = session.get(url, timeout=timeout, allow_redirects=False, stream=True,
+                                       headers={"User-Agent": user_agent})
+                try:
+                    body = _read_capped(response)
+                finally:
+                    response.close()
+            except requests.Timeout:
+                return LinkOutcome("error", f"no answer within {timeout:g}s")
+            except requests.RequestException as exc:
+                return LinkOutcome("error", f"request failed: {type(exc).__name__}")
+            if response.is_redirect:
+                target = urljoin(url, response.headers.get("Location", ""))
+                if _host_port(target) != _host_port(url):
+                    return LinkOutcome("refused", "redirect to another host "
+                                       f"({redact_url(target)})", response.status_code)
+                refusal = policy.refusal(target)
+                if refusal:
+                    return LinkOutcome("refused", f"redirect refused: {refusal}", response.status_code)
+                url = target
+                continue
+            return classify_answer(response.status_code, body)
+        return LinkOutcome("error", "too many redirects")
+    finally:
+        if own_session:
+            session.close()
+
+
+def _read_capped(response: requests.Response) -> bytes:
+    chunks, size = [], 0
+    for chunk in response.iter_content(8192):
+        size += len(chunk)
+        if size > _MAX_BODY:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)

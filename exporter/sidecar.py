@@ -1,0 +1,346 @@
+"""The self-healing sidecar's engine: incidents, safe recovery and verification.
+
+Triggers (probe reports from the exporter, Alertmanager alerts) arrive as events on a queue;
+one worker thread handles them in order and decides, so no two triggers race. It is the only
+part of pizza-probe that causes side effects: it calls the chaos-ending link, once per incident
+when all goes well, and counts an incident resolved only after a fresh synthetic order succeeds.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import os
+import queue
+import threading
+from typing import Callable
+from urllib.parse import urlsplit
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from .clock import Clock, SystemClock
+from .config import ProbeConfig
+from .handoff import ProbeReport
+from .incident import Incident, IncidentStore, observed_chaos
+from .journey import run_journey
+from .logs import get_logger
+from .recovery import RESULTS, LinkOutcome, LinkPolicy, call_link
+from .redact import RecoveryLink
+from .result import JourneyResult
+
+ALERT_NAME = "PizzaSyntheticOrderFailing"
+RECOVERY_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200, 3600)
+
+
+@dataclasses.dataclass(frozen=True)
+class SidecarOptions:
+    cooldown: float = 30.0  # between two calls of a link
+    max_attempts: int = 3  # link calls per incident
+    max_attempts_per_hour: int = 10
+    link_timeout: float = 5.0
+    link_max_age: float = 120.0  # an older link is not fresh: the alert trigger orders anew
+    dry_run: bool = False
+    kill_switch_file: str | None = None
+
+
+class RecoveryMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.attempts = Counter("pizza_recovery_attempts", "Recovery link attempts by result.",
+                                ["result"], registry=registry)
+        for result in RESULTS:
+            self.attempts.labels(result)
+        self.incidents = Counter("pizza_recovery_incidents", "Incidents opened by the sidecar.",
+                                 registry=registry)
+        self.duration = Histogram(
+            "pizza_recovery_duration_seconds",
+            "Time from the first failed synthetic order to the verified good order.",
+            buckets=RECOVERY_BUCKETS, registry=registry)
+        self.last_success = Gauge(
+            "pizza_recovery_last_success_timestamp_seconds",
+            "When the sidecar last ended chaos and verified a good order; 0 if never.",
+            registry=registry)
+        self.open = Gauge("pizza_recovery_incident_open", "1 while an incident is open.",
+                          registry=registry)
+        self.open_since = Gauge(
+            "pizza_recovery_incident_open_since_timestamp_seconds",
+            "First failure of the open incident, seconds since the epoch; 0 when none is open.",
+            registry=registry)
+        self.alerts = Counter("pizza_recovery_alerts_received",
+                              "Distinct Alertmanager alerts received, by status.", ["status"],
+                              registry=registry)
+        for status in ("firing", "resolved"):
+            self.alerts.labels(status)
+        self.enabled = Gauge("pizza_recovery_enabled",
+                             "1 if the sidecar may call links; 0 in dry-run or with the kill "
+                             "switch on.", registry=registry)
+
+
+class Sidecar:
+    def __init__(
+        self,
+        probe_config: ProbeConfig,
+        policy: LinkPolicy,
+        options: SidecarOptions,
+        metrics: RecoveryMetrics,
+        store: IncidentStore,
+        *,
+        clock: Clock | None = None,
+        journey: Callable[[ProbeConfig], JourneyResult] = run_journey,
+        link_caller: Callable[..., LinkOutcome] = call_link,
+    ) -> None:
+        self.probe_config = probe_config
+        self.policy = policy
+        self.options = options
+        self.metrics = metrics
+        self.store = store
+        self.clock = clock or SystemClock()
+        self.journey = journey
+        self.link_caller = link_caller
+        self.log = get_logger()
+        self.events: queue.Queue = queue.Queue(maxsize=10_000)
+        self.incident: Incident | None = None
+        self.closed: collections.deque[Incident] = collections.deque(maxlen=20)
+        self._link: tuple[RecoveryLink, float] | None = None
+        self._handled_links: set[RecoveryLink] = set()
+        self._last_call: float | None = None
+        self._calls_last_hour: collections.deque[float] = collections.deque()
+        self._ignore_before = 0.0
+        self._incident_seq = 0
+        self._notes_once: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()  # guards reads of incident state by the status page
+        self._update_enabled()
+
+    # --- producers (any thread) ---------------------------------------------------------------
+
+    def submit_report(self, report: ProbeReport) -> None:
+        self.events.put(("report", report))
+
+    def submit_alert(self, status: str) -> None:
+        self.events.put(("alert", status))
+
+    # --- the worker ---------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, tick: float = 0.2) -> None:
+        while not stop.is_set():
+            try:
+                event = self.events.get(timeout=tick)
+            except queue.Empty:
+                event = None
+            self.step(event)
+
+    def step(self, event=None) -> None:
+        """Handle one event (or none) and act if an action is due. Never raises."""
+        try:
+            if event is not None:
+                kind, payload = event
+                if kind == "report":
+                    self._on_report(payload)
+                elif kind == "alert":
+                    self._on_alert(payload)
+            self._update_enabled()
+            self._maybe_act()
+        except Exception as exc:  # keep the sidecar alive; a bug of ours must not stop it
+            self.log.error("sidecar step failed", extra={"fields": {"error": type(exc).__name__}})
+
+    def start(self, stop: threading.Event) -> threading.Thread:
+        thread = threading.Thread(target=self.run, args=(stop,), name="sidecar", daemon=True)
+        thread.start()
+        return thread
+
+    # --- triggers -----------------------------------------------------------------------------
+
+    def _on_report(self, report: ProbeReport, source: str = "probe") -> None:
+        now = self.clock.time()
+        incident = self.incident
+        if report.success:
+            if incident is not None and report.started_at >= (incident.first_failure_at or 0):
+                incident.first_good_order_at = report.started_at
+                incident.note(now, f"a synthetic order by the {source} succeeded")
+                self._close(incident, "chaos ended without the sidecar's link call"
+                            if not incident.link_called_at else "verified by a later good order")
+            return
+        if report.started_at < self._ignore_before:
+            return  # that journey started before the last verified recovery: old news
+        if incident is None:
+            incident = self._open("probe", report.first_failure_at or report.started_at)
+        incident.failed_orders += 1
+        mode = observed_chaos(report)
+        if incident.chaos_mode is None or (report.link and incident.chaos_mode != mode):
+            incident.chaos_mode = mode
+            incident.note(now, f"synthetic order failed at {report.failed_step}: {report.reason}"
+                          + (" (chaos link seen)" if report.link else ""))
+        if report.link is not None:
+            self._link = (report.link, self.clock.monotonic())
+        self._save(incident)
+
+    def _on_alert(self, status: str) -> None:
+        now = self.clock.time()
+        self.metrics.alerts.labels(status).inc()
+        if status == "resolved":
+            target = self.incident or (self.closed[-1] if self.closed else None)
+            if target is not None and target.alert_resolved_at is None:
+                target.alert_resolved_at = now
+                target.note(now, f"alert {ALERT_NAME} resolved")
+                self._save(target)
+            return
+        incident = self.incident or self._open("alert", None)
+        if incident.alert_fired_at is None:
+            incident.alert_fired_at = now
+            incident.note(now, f"alert {ALERT_NAME} fired")
+        if not self._fresh_link():
+            incident.note(now, "no fresh chaos link known: the sidecar places a synthetic order")
+            result = self.journey(self.probe_config)
+            self._on_report(ProbeReport.from_result(result), source="sidecar")
+        self._save(incident)
+
+    # --- action -------------------------------------------------------------------------------
+
+    def _fresh_link(self) -> RecoveryLink | None:
+        if self._link is None:
+            return None
+        link, seen = self._link
+        if self.clock.monotonic() - seen > self.options.link_max_age:
+            return None
+        return link
+
+    def _kill_switch_on(self) -> bool:
+        path = self.options.kill_switch_file
+        return bool(path) and os.path.exists(path)
+
+    def _update_enabled(self) -> None:
+        self.metrics.enabled.set(0 if self.options.dry_run or self._kill_switch_on() else 1)
+
+    def _note_once(self, incident: Incident, key: str, text: str) -> None:
+        if (incident.id, key) not in self._notes_once:
+            self._notes_once.add((incident.id, key))
+            incident.note(self.clock.time(), text)
+            self.log.warning(text, extra={"fields": {"incident": incident.id}})
+            self._save(incident)
+
+    def _maybe_act(self) -> None:
+        incident, link = self.incident, self._fresh_link()
+        if incident is None or link is None or link in self._handled_links:
+            return
+        mono = self.clock.monotonic()
+        calls = [a for a in incident.attempts if a["called"]]
+        if len(calls) >= self.options.max_attempts:
+            self._note_once(incident, "max", f"{len(calls)} link calls made, the most per "
+                            "incident (--max-attempts): a human must look")
+            return
+        if self._last_call is not None and mono - self._last_call < self.options.cooldown:
+            return
+        while self._calls_last_hour and mono - self._calls_last_hour[0] > 3600:
+            self._calls_last_hour.popleft()
+        if len(self._calls_last_hour) >= self.options.max_attempts_per_hour:
+            self._note_once(incident, "hour", "hourly limit of link calls reached "
+                            "(--max-attempts-per-hour): not calling")
+            return
+        if self._kill_switch_on():
+            self._note_once(incident, "kill", "kill switch is on: not calling the recovery link")
+            return
+        refusal = self.policy.refusal(link.reveal())
+        if refusal is not None:
+            outcome = LinkOutcome("refused", refusal)
+        elif self.options.dry_run:
+            outcome = LinkOutcome("dry_run", "dry run: the link was not called")
+        else:
+            outcome = self.link_caller(link, self.policy, timeout=self.options.link_timeout,
+                                       user_agent=self.probe_config.user_agent)
+        self._record_attempt(incident, link, outcome)
+        if outcome.result in ("resolved", "no_chaos"):
+            self._verify(incident)
+
+    def _record_attempt(self, incident: Incident, link: RecoveryLink, outcome: LinkOutcome) -> None:
+        now, mono = self.clock.time(), self.clock.monotonic()
+        called = outcome.result not in ("dry_run",) and not (
+            outcome.result == "refused" and outcome.status is None)
+        if outcome.result != "error":
+            self._handled_links.add(link)  # each link once; a network error may be retried
+        if called:
+            self._last_call = mono
+            self._calls_last_hour.append(mono)
+            if incident.link_called_at is None:
+                incident.link_called_at = now
+            incident.link_answer = outcome.result
+        host = urlsplit(link.reveal()).hostname or ""
+        incident.attempts.append({"at": now, "host": host, "result": outcome.result,
+                                  "detail": outcome.detail, "link": link.redacted,
+                                  "called": called})
+        incident.link_host = incident.link_host or host
+        incident.note(now, f"recovery link {'called' if called else 'not called'}: "
+                           f"{outcome.result}" + (f" ({outcome.detail})" if outcome.detail else ""))
+        self.metrics.attempts.labels(outcome.result).inc()
+        level = 30 if outcome.result in ("refused", "error", "unresolved") else 20
+        self.log.log(level, "recovery attempt", extra={"fields": {
+            "incident": incident.id, "result": outcome.result, "detail": outcome.detail,
+            "status": outcome.status, "link": link.redacted}})
+        self._save(incident)
+
+    def _verify(self, incident: Incident) -> None:
+        """A fresh synthetic order must succeed, with no link, before the incident closes."""
+        result = self.journey(self.probe_config)
+        self._ignore_before = max(self._ignore_before, result.started_at)
+        now = self.clock.time()
+        if result.success:
+            incident.first_good_order_at = result.started_at + result.duration
+            incident.note(now, "verification order succeeded")
+            self.metrics.last_success.set(now)
+            self._close(incident, "recovery link called, then a good synthetic order verified")
+            return
+        incident.note(now, f"verification order failed at {result.failed_step}: {result.reason}")
+        self._on_report(ProbeReport.from_result(result), source="sidecar")
+
+    # --- incident lifecycle -------------------------------------------------------------------
+
+    def _open(self, detected_by: str, first_failure_at: float | None) -> Incident:
+        now = self.clock.time()
+        self._incident_seq += 1
+        stamp = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        incident = Incident(id=f"incident-{stamp}-{self._incident_seq}", opened_at=now,
+                            detected_by=detected_by, first_failure_at=first_failure_at)
+        if first_failure_at is not None:
+            incident.note(first_failure_at, "first failed synthetic order")
+        incident.note(now, f"incident opened (detected by the {detected_by})")
+        with self._lock:
+            self.incident = incident
+        self._link = None
+        self._handled_links.clear()
+        self.metrics.incidents.inc()
+        self.metrics.open.set(1)
+        self.metrics.open_since.set(first_failure_at or now)
+        self.log.warning("incident opened", extra={"fields": {
+            "incident": incident.id, "detected_by": detected_by}})
+        return incident
+
+    def _close(self, incident: Incident, resolution: str) -> None:
+        now = self.clock.time()
+        incident.status = "resolved"
+        incident.resolved_at = now
+        incident.resolution = resolution
+        incident.note(now, f"incident resolved: {resolution}")
+        if incident.duration is not None:
+            self.metrics.duration.observe(incident.duration)
+        self.metrics.open.set(0)
+        self.metrics.open_since.set(0)
+        with self._lock:
+            self.incident = None
+            self.closed.append(incident)
+        self._link = None
+        self._handled_links.clear()
+        self._save(incident)
+        self.log.info("incident resolved", extra={"fields": {
+            "incident": incident.id, "chaos": incident.chaos_mode,
+            "duration_seconds": None if incident.duration is None else round(incident.duration, 3),
+            "failed_orders": incident.failed_orders, "resolution": resolution}})
+
+    def _save(self, incident: Incident) -> None:
+        try:
+            self.store.save(incident)
+        except OSError as exc:
+            self.log.error("cannot write incident record", extra={"fields": {
+                "incident": incident.id, "error": exc.strerror or type(exc).__name__}})
+
+    def snapshot(self) -> tuple[Incident | None, list[Incident]]:
+        with self._lock:
+            return self.incident, list(self.closed)

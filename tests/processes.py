@@ -1,0 +1,67 @@
+"""Running pizza-probe commands as real processes in tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import http_get, poll
+
+
+class Process:
+    """A ``python -m exporter <command>`` process listening on an ephemeral loopback port,
+    whose combined output goes to a file (read with ``logs()``)."""
+
+    def __init__(self, log_path, command: str, *args: str, env: dict | None = None) -> None:
+        self.log_path = log_path
+        self.log = open(log_path, "w")
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("PIZZA_")}
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", command, "--listen", "127.0.0.1:0", *args],
+            stdout=self.log, stderr=subprocess.STDOUT, env=full_env,
+        )
+        match = poll(lambda: self._address(), timeout=15, what=f"{command} to listen")
+        self.url = f"http://127.0.0.1:{match.group(1)}"
+
+    def _address(self):
+        if self.proc.poll() is not None:
+            pytest.fail(f"process exited early: {self.logs()}")  # not retried by poll
+        return re.search(r"msg=listening address=127\.0\.0\.1:(\d+)", self.logs())
+
+    def metrics(self) -> str:
+        return http_get(self.url + "/metrics", timeout=2)[1]
+
+    def logs(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+class Processes:
+    def __init__(self, tmp_path) -> None:
+        self.tmp_path = tmp_path
+        self.started: list[Process] = []
+
+    def start(self, command: str, *args: str, env: dict | None = None) -> Process:
+        path = self.tmp_path / f"{command}-{len(self.started)}.log"
+        process = Process(path, command, *args, env=env)
+        self.started.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            process.stop()

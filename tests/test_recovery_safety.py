@@ -1,0 +1,418 @@
+"""The sidecar's safety: allow-list, schemes, redirects, cooldown, limits, dry run, kill switch,
+webhook authentication and de-duplication, and the exporter hand-off's access control."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+
+import pytest
+import requests
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter.alertmanager import WebhookError, parse_webhook
+from exporter.config import ProbeConfig
+from exporter.handoff import LatestJourney, handoff_allowed
+from exporter.httpserver import BackgroundServer
+from exporter.incident import IncidentStore
+from exporter.recovery import LinkOutcome, LinkPolicy, call_link, classify_answer
+from exporter.redact import RecoveryLink
+from exporter.handoff import ProbeReport
+from exporter.result import JourneyResult, StepResult
+from exporter.sidecar import RecoveryMetrics, Sidecar, SidecarOptions
+from exporter.sidecar_web import sidecar_server, token_matches
+from exporter.web import exporter_server
+
+from conftest import poll, value
+
+KEY = "0123456789abcdef0123456789abcdef"
+CODE = "fedcba9876543210fedcba9876543210"
+
+
+class CountingServer:
+    """A loopback server that counts requests; optionally redirects every request."""
+
+    def __init__(self, redirect_to: str | None = None, host: str = "127.0.0.1") -> None:
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):  # noqa: N802
+                outer.requests.append(self.path)
+                if outer.redirect_to and not outer.redirect_to.endswith(self.path):
+                    self.send_response(302)
+                    self.send_header("Location", outer.redirect_to)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = json.dumps({"message": "Problem resolved. Pizza is back on the menu!"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.redirect_to = redirect_to
+        self.server = BackgroundServer(host, 0, Handler).start()
+        self.base = self.server.url()
+
+    def link(self, form: str = "current") -> str:
+        if form == "current":
+            return f"{self.base}/api/support/{KEY}/report/{CODE}"
+        return f"{self.base}/api/report?apiKey={KEY}&fixCode={CODE}"
+
+    def close(self) -> None:
+        self.server.stop()
+
+
+@pytest.fixture
+def servers():
+    made = []
+
+    def make(**kwargs) -> CountingServer:
+        server = CountingServer(**kwargs)
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.close()
+
+
+# --- the policy ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("url,allowed", [
+    (f"https://pizza-factory.cs329.click/api/support/{KEY}/report/{CODE}", True),
+    (f"https://cs329.cs.byu.edu/api/report?apiKey={KEY}&fixCode={CODE}", True),
+    (f"https://PIZZA-FACTORY.cs329.click/api/support/{KEY}/report/{CODE}", True),
+    (f"http://127.0.0.1:3001/api/support/{KEY}/report/{CODE}", True),  # the configured factory
+    (f"http://127.0.0.1:3002/api/support/{KEY}/report/{CODE}", False),  # same host, other port
+    (f"https://pizza-factory.cs329.click.evil.test/api/support/{KEY}/report/{CODE}", False),
+    (f"https://evil.test/api/support/{KEY}/report/{CODE}", False),
+    (f"ftp://pizza-factory.cs329.click/api/support/{KEY}/report/{CODE}", False),
+    ("file:///etc/passwd", False),
+    (f"https://user:pw@pizza-factory.cs329.click/api/support/{KEY}/report/{CODE}", False),
+    ("https://pizza-factory.cs329.click/api/franchise/1", False),  # not a resolver path
+    ("https://pizza-factory.cs329.click/" + "a" * 3000, False),
+    ("http://[::1", False),
+])
+def test_link_policy(url, allowed):
+    policy = LinkPolicy.default("http://127.0.0.1:3001")
+    assert (policy.refusal(url) is None) is allowed
+
+
+@pytest.mark.parametrize("status,body,result", [
+    (200, {"message": "Problem resolved. Pizza is back on the menu!"}, "resolved"),
+    (200, {"message": "No chaos currently executing"}, "no_chaos"),
+    (400, {"message": "Problem unresolved"}, "unresolved"),
+    (200, {"msg": "Chaos resolved"}, "resolved"),
+    (500, {"msg": "Failed to resolve chaos"}, "unresolved"),
+    (502, "<html>bad gateway</html>", "error"),
+    (200, {"message": "something else"}, "error"),
+])
+def test_both_resolver_answer_forms(status, body, result):
+    raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    assert classify_answer(status, raw).result == result
+
+
+# --- refused links are never fetched ---------------------------------------------------------
+
+def engine(factory_url: str, *, extra_hosts=(), journey=None, link_caller=call_link, store=None,
+           **options) -> tuple[Sidecar, CollectorRegistry]:
+    registry = CollectorRegistry()
+    config = ProbeConfig(service_url="http://127.0.0.1:9", factory_url=factory_url)
+    sidecar = Sidecar(config, LinkPolicy.default(factory_url, list(extra_hosts)),
+                      SidecarOptions(**{"cooldown": 0, **options}), RecoveryMetrics(registry),
+                      store or IncidentStore(None), journey=journey or good_journey,
+                      link_caller=link_caller)
+    return sidecar, registry
+
+
+def good_journey(config) -> JourneyResult:
+    return JourneyResult(True, time.time(), 0.01, (StepResult("order", True, 0.01, 200),))
+
+
+def failed_report(link: str) -> ProbeReport:
+    return ProbeReport(seq=1, success=False, started_at=time.time(), failed_step="order",
+                       reason="factory_error", link=RecoveryLink(link, "followLinkToEndChaos"))
+
+
+def attempts(registry, result):
+    return value(generate_latest(registry).decode(), "pizza_recovery_attempts_total", result=result)
+
+
+def test_link_to_a_host_off_the_allow_list_is_refused_and_never_fetched(servers):
+    factory, evil = servers(), servers()
+    sidecar, registry = engine(factory.base)
+    sidecar.step(("report", failed_report(evil.link())))
+    assert evil.requests == [] and factory.requests == []
+    assert attempts(registry, "refused") == 1
+    assert sidecar.incident.attempts[0]["result"] == "refused"
+
+
+@pytest.mark.parametrize("link", [f"ftp://127.0.0.1/api/support/{KEY}/report/{CODE}",
+                                  "file:///etc/passwd",
+                                  f"gopher://127.0.0.1:70/api/support/{KEY}/report/{CODE}"])
+def test_non_http_links_are_refused(servers, link):
+    factory = servers()
+    sidecar, registry = engine(factory.base)
+    sidecar.step(("report", failed_report(link)))
+    assert attempts(registry, "refused") == 1 and factory.requests == []
+
+
+def test_redirect_to_another_host_is_refused_and_the_target_never_fetched(servers):
+    evil = servers(host="127.0.0.2")  # loopback, another host
+    factory = servers(redirect_to=evil.link("legacy"))
+    sidecar, registry = engine(factory.base)
+    sidecar.step(("report", failed_report(factory.link())))
+    assert len(factory.requests) == 1 and evil.requests == []
+    assert attempts(registry, "refused") == 1
+    assert "redirect to another host" in sidecar.incident.attempts[0]["detail"]
+    assert KEY not in json.dumps(sidecar.incident.to_json())
+
+
+def test_redirect_on_the_same_host_is_followed(servers):
+    factory = servers()
+    factory.redirect_to = f"{factory.base}/api/report?apiKey={KEY}&fixCode={CODE}"  # same host:port
+    outcome = call_link(RecoveryLink(factory.link(), "x"), LinkPolicy.default(factory.base))
+    assert outcome.result == "resolved"
+    assert factory.requests == [f"/api/support/{KEY}/report/{CODE}", f"/api/report?apiKey={KEY}&fixCode={CODE}"]
+
+
+def test_allow_host_flag_admits_a_host(servers):
+    other = servers(host="127.0.0.3")
+    sidecar, registry = engine("http://127.0.0.1:1", extra_hosts=["127.0.0.3"])
+    sidecar.step(("report", failed_report(other.link())))
+    assert len(other.requests) == 1 and attempts(registry, "resolved") == 1
+
+
+# --- cooldown, limits, dry run, kill switch --------------------------------------------------
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self):
+        return self.now
+
+    def time(self):
+        return 1_700_000_000.0 + self.now
+
+
+def unresolved_caller(calls):
+    def call(link, policy, **kwargs):
+        calls.append(link.reveal())
+        return LinkOutcome("unresolved", "Problem unresolved", 400)
+    return call
+
+
+def test_cooldown_and_max_attempts_per_incident():
+    calls, clock = [], FakeClock()
+    sidecar, registry = engine("https://pizza-factory.cs329.click", link_caller=unresolved_caller(calls),
+                               cooldown=30, max_attempts=3)
+    sidecar.clock = clock
+    for i in range(10):
+        report = failed_report(f"https://pizza-factory.cs329.click/api/support/{KEY}/report/code{i}")
+        sidecar.step(("report", report))
+        clock.now += 10
+    # 100 s of failures with a new link every 10 s and a 30 s cooldown: calls at 0, 30, 60
+    assert len(calls) == 3 and attempts(registry, "unresolved") == 3
+    for i in range(10, 20):
+        sidecar.step(("report", failed_report(f"https://pizza-factory.cs329.click/api/support/{KEY}/report/code{i}")))
+        clock.now += 60
+    assert len(calls) == 3  # max attempts per incident reached
+    assert any("a human must look" in event for _, event in sidecar.incident.timeline)
+
+
+def test_hourly_limit_spans_incidents():
+    calls, clock = [], FakeClock()
+
+    def resolving(link, policy, **kwargs):
+        calls.append(link)
+        return LinkOutcome("resolved", "ok", 200)
+
+    sidecar, _ = engine("https://pizza-factory.cs329.click", link_caller=resolving,
+                        max_attempts_per_hour=2)
+    sidecar.clock = clock
+    for i in range(4):
+        clock.now += 60
+        sidecar.step(("report", failed_report(f"https://pizza-factory.cs329.click/api/support/k/report/c{i}")))
+    assert len(calls) == 2
+
+
+def test_same_link_is_not_called_twice():
+    calls = []
+    sidecar, _ = engine("https://pizza-factory.cs329.click", link_caller=unresolved_caller(calls))
+    link = f"https://pizza-factory.cs329.click/api/support/{KEY}/report/{CODE}"
+    for _ in range(5):
+        sidecar.step(("report", failed_report(link)))
+    assert len(calls) == 1
+
+
+def test_dry_run_and_kill_switch_call_nothing(tmp_path):
+    calls = []
+    link = f"https://pizza-factory.cs329.click/api/support/{KEY}/report/{CODE}"
+    sidecar, registry = engine("https://pizza-factory.cs329.click", link_caller=unresolved_caller(calls),
+                               dry_run=True)
+    sidecar.step(("report", failed_report(link)))
+    assert calls == [] and attempts(registry, "dry_run") == 1
+    assert value(generate_latest(registry).decode(), "pizza_recovery_enabled") == 0
+
+    switch = tmp_path / "stop"
+    switch.write_text("")
+    sidecar, registry = engine("https://pizza-factory.cs329.click", link_caller=unresolved_caller(calls),
+                               kill_switch_file=str(switch))
+    sidecar.step(("report", failed_report(link)))
+    assert calls == [] and value(generate_latest(registry).decode(), "pizza_recovery_enabled") == 0
+    switch.unlink()
+    sidecar.step(None)
+    assert len(calls) == 1  # the switch is read live
+    assert value(generate_latest(registry).decode(), "pizza_recovery_enabled") == 1
+
+
+def test_verification_must_succeed_before_the_incident_closes():
+    verdicts = iter([False, True])
+
+    def journey(config):
+        ok = next(verdicts)
+        steps = (StepResult("order", ok, 0.01, 200 if ok else 500, None if ok else "factory_error"),)
+        if ok:
+            return JourneyResult(True, time.time(), 0.01, steps)
+        return JourneyResult(False, time.time(), 0.01, steps, failed_step="order", reason="factory_error",
+                             chaos_link=RecoveryLink("https://pizza-factory.cs329.click/api/support/k/report/new", "x"))
+
+    def resolving(link, policy, **kwargs):
+        return LinkOutcome("resolved", "ok", 200)
+
+    sidecar, registry = engine("https://pizza-factory.cs329.click", journey=journey, link_caller=resolving)
+    sidecar.step(("report", failed_report("https://pizza-factory.cs329.click/api/support/k/report/old")))
+    assert sidecar.incident is not None  # the first verification failed: still open
+    sidecar.step(None)  # the new link from the failed verification is called, then verified
+    assert sidecar.incident is None and attempts(registry, "resolved") == 2
+    assert value(generate_latest(registry).decode(), "pizza_recovery_duration_seconds_count") == 1
+
+
+# --- the webhook -----------------------------------------------------------------------------
+
+def payload(status="firing", starts_at="2026-11-24T10:00:00Z", fingerprint="abc123",
+            name="PizzaSyntheticOrderFailing"):
+    return {"version": "4", "groupKey": "{}:{}", "status": status, "receiver": "sidecar",
+            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "",
+            "truncatedAlerts": 0,
+            "alerts": [{"status": status, "labels": {"alertname": name, "severity": "critical"},
+                        "annotations": {}, "startsAt": starts_at, "endsAt": "0001-01-01T00:00:00Z",
+                        "generatorURL": "", "fingerprint": fingerprint}]}
+
+
+@pytest.fixture
+def webhook(simulator):
+    registry = CollectorRegistry()
+    config = ProbeConfig(service_url=simulator.service_url, factory_url=simulator.factory_url)
+    sidecar = Sidecar(config, LinkPolicy.default(simulator.factory_url), SidecarOptions(cooldown=0),
+                      RecoveryMetrics(registry), IncidentStore(None))
+    server = sidecar_server("127.0.0.1", 0, registry, sidecar, "hook-token-42").start()
+    stop = threading.Event()
+    sidecar.start(stop)
+    yield server.url("/alertmanager"), sidecar, registry
+    stop.set()
+    server.stop()
+
+
+def test_webhook_without_token_is_401_and_triggers_nothing(webhook, simulator):
+    url, sidecar, registry = webhook
+    simulator.factory.set_chaos("fail")
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic !!!"},
+                    {"Authorization": "Basic " + base64.b64encode(b"am:wrong").decode()}):
+        answer = requests.post(url, json=payload(), headers=headers, timeout=5)
+        assert answer.status_code == 401
+    assert sidecar.events.empty() and simulator.factory.link_calls == 0
+    assert value(generate_latest(registry).decode(), "pizza_recovery_alerts_received_total", status="firing") == 0
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[]", json.dumps({"version": "3", "alerts": []}).encode(),
+                                  json.dumps({"version": "4"}).encode(),
+                                  json.dumps({"version": "4", "alerts": [{"status": "weird"}]}).encode()])
+def test_malformed_webhook_is_400(webhook, body):
+    url, sidecar, _ = webhook
+    answer = requests.post(url, data=body, headers={"Authorization": "Bearer hook-token-42",
+                                                     "Content-Type": "application/json"}, timeout=5)
+    assert answer.status_code == 400 and "error" in answer.json()
+    assert sidecar.events.empty()
+
+
+def test_fifty_repeated_webhooks_cause_one_recovery(webhook, simulator):
+    url, sidecar, registry = webhook
+    simulator.factory.set_chaos("fail")
+    auth = "Basic " + base64.b64encode(b"alertmanager:hook-token-42").decode()
+    session = requests.Session()
+    for _ in range(50):
+        answer = session.post(url, json=payload(), headers={"Authorization": auth}, timeout=5)
+        assert answer.status_code == 200
+    poll(lambda: simulator.factory.resolutions == 1 and sidecar.incident is None and sidecar.events.empty(),
+         what="one recovery")
+    text = generate_latest(registry).decode()
+    assert simulator.factory.link_calls == 1
+    assert value(text, "pizza_recovery_incidents_total") == 1
+    assert value(text, "pizza_recovery_alerts_received_total", status="firing") == 1
+    closed = sidecar.snapshot()[1][-1]
+    assert closed.detected_by == "alert" and closed.alert_fired_at is not None
+    answer = session.post(url, json=payload(status="resolved"), headers={"Authorization": auth}, timeout=5)
+    assert answer.status_code == 200
+    poll(lambda: sidecar.snapshot()[1][-1].alert_resolved_at is not None, what="the resolution recorded")
+
+
+def test_webhook_answers_at_once_while_the_work_runs(webhook, make_simulator):
+    url, sidecar, _ = webhook
+    started = time.monotonic()
+    answer = requests.post(url, json=payload(fingerprint="other"),
+                           headers={"Authorization": "Bearer hook-token-42"}, timeout=5)
+    assert answer.status_code == 200 and answer.json()["new"] == 1
+    assert time.monotonic() - started < 2
+
+
+def test_parse_webhook_ignores_nothing_it_should_not():
+    events = parse_webhook(json.dumps(payload()).encode())
+    assert [(e.status, e.name, e.fingerprint) for e in events] == [("firing", "PizzaSyntheticOrderFailing", "abc123")]
+    no_fingerprint = payload()
+    del no_fingerprint["alerts"][0]["fingerprint"]
+    assert parse_webhook(json.dumps(no_fingerprint).encode())[0].fingerprint
+    with pytest.raises(WebhookError):
+        parse_webhook(b"\xff")
+
+
+def test_token_matches():
+    assert token_matches("t", "Bearer t") and token_matches("t", "bearer t")
+    assert token_matches("t", "Basic " + base64.b64encode(b"any:t").decode())
+    assert not token_matches(None, "Bearer ") and not token_matches("t", "Bearer u")
+
+
+# --- the exporter's hand-off -----------------------------------------------------------------
+
+def test_handoff_needs_the_token_when_one_is_set():
+    latest = LatestJourney()
+    link = f"https://pizza-factory.cs329.click/api/support/{KEY}/report/{CODE}"
+    latest(JourneyResult(False, time.time(), 0.1, (), failed_step="order", reason="factory_error",
+                         chaos_link=RecoveryLink(link, "followLinkToEndChaos")))
+    with_token = exporter_server("127.0.0.1", 0, CollectorRegistry(), None, latest, "handoff-9").start()
+    open_server = exporter_server("127.0.0.1", 0, CollectorRegistry(), None, latest, None).start()
+    try:
+        url = with_token.url("/recovery/latest")
+        assert requests.get(url, timeout=5).status_code == 403
+        assert requests.get(url, headers={"Authorization": "Bearer nope"}, timeout=5).status_code == 403
+        answer = requests.get(url, headers={"Authorization": "Bearer handoff-9"}, timeout=5)
+        assert answer.status_code == 200 and answer.json()["chaos_link"] == link
+        assert requests.get(open_server.url("/recovery/latest"), timeout=5).json()["chaos_link"] == link
+        # the long poll waits for a newer journey, then answers
+        started = time.monotonic()
+        answer = requests.get(open_server.url("/recovery/latest?after=1&wait=0.3"), timeout=5)
+        assert answer.json()["seq"] == 1 and time.monotonic() - started >= 0.25
+    finally:
+        with_token.stop()
+        open_server.stop()
+    assert not handoff_allowed(None, "", "10.1.2.3") and handoff_allowed(None, "", "127.0.0.1")
+    assert handoff_allowed(None, "", "::1") and not handoff_allowed("t", "", "127.0.0.1")
