@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-import random
 import signal
 import sys
 import threading
 
 import click
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client import CollectorRegistry
 
 from . import __version__
 from .config import (
@@ -20,18 +18,17 @@ from .config import (
     parse_listen_address,
     read_secret_file,
 )
-from .alertmanager import Deduper
-from .handoff import ExporterFeed, LatestJourney, ProbeReport
+from .demo import Demo, DemoOptions
+from .handoff import ProbeReport
 from .incident import IncidentStore
 from .journey import run_journey
-from .logs import JourneyLogger, setup_logging
-from .metrics import ProbeMetrics
+from .logs import setup_logging
 from .recovery import LinkPolicy
 from .report import render_json, render_recovery, render_text
-from .scheduler import ProbeLoop
+from .runtime import start_exporter, start_sidecar
 from .sidecar import RecoveryMetrics, Sidecar, SidecarOptions
-from .sidecar_web import sidecar_server
-from .web import History, exporter_server
+from .simulator import (CHAOS_MODES, FRANCHISE_SHAPES, LINK_FORMS, LINK_KEYS, Simulator,
+                        SimulatorOptions)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -166,6 +163,7 @@ def cli() -> None:
 
     \b
     Examples:
+      pizza-probe demo                   # everything, on the built-in simulator
       pizza-probe once --service-url http://localhost:3000
       pizza-probe serve --interval 15s --listen :9816
       pizza-probe sidecar --exporter-url http://127.0.0.1:9816 --incident-dir incidents
@@ -227,30 +225,16 @@ def serve(interval: float, listen: tuple[str, int], handoff_token: str | None, l
     """
     config = _config_from(kwargs)
     log = setup_logging(log_level, log_format)
-    registry = CollectorRegistry()
-    for collector in (ProcessCollector, PlatformCollector, GCCollector):
-        collector(registry=registry)
-    metrics = ProbeMetrics(registry)
-    history = History()
-    latest = LatestJourney()
-    loop = ProbeLoop(
-        functools.partial(run_journey, config),
-        interval,
-        [metrics.record, history, latest, JourneyLogger(log)],
-        rng=random.Random(),
-    )
-    server = exporter_server(*listen, registry, history, latest, handoff_token or None).start()
-    log.info("listening", extra={"fields": {
-        "address": f"{listen[0]}:{server.port}", "service_url": config.service_url,
-        "interval_seconds": interval, "version": __version__}})
     stop = threading.Event()
     _stop_on_signals(stop)
-    loop_thread = loop.start()
+    exporter = start_exporter(config, interval, listen, handoff_token=handoff_token or None,
+                              log=log)
+    log.info("listening", extra={"fields": {
+        "address": f"{listen[0]}:{exporter.server.port}", "service_url": config.service_url,
+        "interval_seconds": interval, "version": __version__}})
     stop.wait()
     log.info("stopping")
-    loop.stop()
-    server.stop()
-    loop_thread.join(timeout=0.5)  # a journey mid-order is abandoned: its thread is a daemon
+    exporter.stop()
     return EXIT_OK
 
 
@@ -292,32 +276,144 @@ def sidecar(exporter_url: str, handoff_token: str | None, listen: tuple[str, int
     config = _config_from(kwargs)
     log = setup_logging(log_level, log_format)
     store = _incident_store(incident_dir)
-    registry = CollectorRegistry()
-    for collector in (ProcessCollector, PlatformCollector, GCCollector):
-        collector(registry=registry)
-    policy = LinkPolicy.default(config.factory_url, allow_hosts)
-    engine = Sidecar(
-        config, policy,
-        SidecarOptions(cooldown=cooldown, max_attempts=max_attempts,
-                       max_attempts_per_hour=max_attempts_per_hour, link_timeout=link_timeout,
-                       dry_run=dry_run, kill_switch_file=kill_switch_file),
-        RecoveryMetrics(registry), store,
-    )
-    server = sidecar_server(*listen, registry, engine, webhook_token or None, Deduper()).start()
     stop = threading.Event()
     _stop_on_signals(stop)
-    ExporterFeed(exporter_url, engine.submit_report, token=handoff_token or None, stop=stop).start()
-    worker = engine.start(stop)
+    options = SidecarOptions(cooldown=cooldown, max_attempts=max_attempts,
+                             max_attempts_per_hour=max_attempts_per_hour,
+                             link_timeout=link_timeout, dry_run=dry_run,
+                             kill_switch_file=kill_switch_file)
+    process = start_sidecar(config, options, listen, stop, exporter_url=exporter_url,
+                            allow_hosts=allow_hosts, store=store,
+                            webhook_token=webhook_token or None,
+                            handoff_token=handoff_token or None)
     log.info("listening", extra={"fields": {
-        "address": f"{listen[0]}:{server.port}", "exporter_url": exporter_url,
-        "allow_hosts": ",".join(policy.describe()), "dry_run": dry_run,
+        "address": f"{listen[0]}:{process.server.port}", "exporter_url": exporter_url,
+        "allow_hosts": ",".join(process.policy.describe()), "dry_run": dry_run,
         "webhook": "enabled" if webhook_token else "disabled (no --webhook-token)",
         "version": __version__}})
     stop.wait()
     log.info("stopping")
-    server.stop()
-    worker.join(timeout=0.5)
+    process.stop()
     return EXIT_OK
+
+
+def _modes(text: str) -> tuple[str, ...]:
+    modes = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in modes if m not in CHAOS_MODES]
+    if not modes or unknown:
+        raise ConfigError(f"chaos-modes: use a comma-separated list of {', '.join(CHAOS_MODES)}")
+    return modes
+
+
+CHAOS_MODE_LIST = _Parsed("modes", _modes)
+
+
+@cli.command()
+@click.option("--listen", type=LISTEN, default="127.0.0.1:3000", show_default=True,
+              help="Address of the simulated JWT Pizza service.")
+@click.option("--factory-listen", type=LISTEN, default="127.0.0.1:3001", show_default=True,
+              help="Address of the simulated pizza factory.")
+@click.option("--chaos", type=click.Choice(CHAOS_MODES), help="Start in this chaos mode.")
+@click.option("--throttle-delay", type=DURATION, default="32s", show_default=True,
+              help="How long the throttle chaos (and a full oven) holds an order.")
+@click.option("--chaos-every", type=DURATION, help="Start the next chaos mode this often "
+              "(when none is running).")
+@click.option("--chaos-modes", type=CHAOS_MODE_LIST, default=",".join(CHAOS_MODES),
+              show_default=True, help="The modes --chaos-every cycles through.")
+@click.option("--link-key", type=click.Choice(list(LINK_KEYS)), default="followLinkToEndChaos",
+              show_default=True, help="The chaos link's key name, by fork age (the 500 key "
+              "follows: reportSlowPizzaToFactoryUrl pairs with "
+              "reportPizzaCreationErrorToPizzaFactoryUrl).")
+@click.option("--link-form", type=click.Choice(LINK_FORMS), default="current", show_default=True,
+              help="current: /api/support/KEY/report/CODE; legacy: /api/report?apiKey=&fixCode=.")
+@click.option("--franchise-shape", type=click.Choice(FRANCHISE_SHAPES), default="new",
+              show_default=True, help="new: {franchises, more}; old: a bare list (before May 2025).")
+@click.option("--monkey", is_flag=True, help="Start with the service's own chaos monkey on.")
+@click.option("--vendor-key", envvar="PIZZA_SIM_VENDOR_KEY", show_envvar=True,
+              help="The key that switches chaos [default: random, printed at start].")
+@logging_options
+def simulate(listen, factory_listen, chaos, throttle_delay, chaos_every, chaos_modes, link_key,
+             link_form, franchise_shape, monkey, vendor_key, log_level, log_format) -> int:
+    """Serve a JWT Pizza service and its factory, with every chaos mode, on loopback.
+
+    \b
+    Seeded like the course's data: d@jwt.com/diner, a@jwt.com/admin, five menu items and one
+    franchise with one store. Switch chaos at run time as a user does:
+      curl -X PUT -H "Authorization: Bearer VENDOR_KEY" FACTORY/api/vendor/chaos/fail
+    (fail, throttle, badjwt, or none to clear it), or the service's own monkey:
+      PUT SERVICE/api/order/chaos/true with an admin token.
+    """
+    log = setup_logging(log_level, log_format)
+
+    def on_event(name: str, fields: dict) -> None:
+        log.info(name.replace("_", " "), extra={"fields": fields})
+
+    simulator = Simulator(SimulatorOptions(
+        throttle_delay=throttle_delay, link_key=link_key, link_form=link_form,
+        franchise_shape=franchise_shape, vendor_key=vendor_key, chaos=chaos, monkey=monkey),
+        on_event=on_event)
+    simulator.start(listen, factory_listen)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    if chaos_every:
+        simulator.start_schedule(chaos_every, list(chaos_modes))
+    click.echo(f"JWT Pizza simulator\n  service     {simulator.service_url}\n"
+               f"  factory     {simulator.factory_url}\n"
+               f"  vendor key  {simulator.factory.vendor_key}  (switches chaos)\n"
+               f"  try: pizza-probe once --service-url {simulator.service_url} "
+               f"--factory-url {simulator.factory_url}")
+    log.info("listening", extra={"fields": {"address": f"{listen[0]}:{simulator.servers[0].port}",
+                                             "factory_address": f"{factory_listen[0]}:{simulator.servers[1].port}"}})
+    stop.wait()
+    simulator.stop()
+    return EXIT_OK
+
+
+@cli.command()
+@click.option("--once", "once_", is_flag=True,
+              help="Run one drill of each chaos mode, print a summary and exit: 0 only if each "
+                   "was detected and recovered.")
+@click.option("--interval", type=DURATION, default="1s", show_default=True,
+              help="The probe interval.")
+@click.option("--throttle-delay", type=DURATION, default="3s", show_default=True,
+              help="The simulated factory's throttle delay (32 s in the real one).")
+@click.option("--chaos-every", type=DURATION, default="20s", show_default=True,
+              help="Without --once: break the factory this often.")
+@click.option("--chaos-modes", type=CHAOS_MODE_LIST, default=",".join(CHAOS_MODES),
+              show_default=True, help="The chaos modes to drill, in order.")
+@click.option("--listen", type=LISTEN, default="127.0.0.1:9816", show_default=True,
+              help="The exporter's address (/metrics).")
+@click.option("--sidecar-listen", type=LISTEN, default="127.0.0.1:9817", show_default=True,
+              help="The sidecar's address (/metrics).")
+@click.option("--incident-dir", metavar="DIR", help="Write each incident's record here.")
+@click.option("--drill-timeout", type=DURATION, default="30s", show_default=True,
+              help="With --once: give up on a drill after this long.")
+@click.option("--log.level", "log_level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="error", show_default=True,
+              help="Log level of the components (the timeline is printed either way).")
+def demo(once_, interval, throttle_delay, chaos_every, chaos_modes, listen, sidecar_listen,
+         incident_dir, drill_timeout, log_level) -> int:
+    """Run everything on the built-in simulator and watch the factory break and heal.
+
+    Starts the simulator, the exporter and the self-healing sidecar in one process, breaks
+    the factory (fail, throttle, badjwt) and prints a live timeline: chaos started, first
+    failed probe, recovery link called, first good order, time to detect and to recover.
+    """
+    setup_logging(log_level)
+    _incident_store(incident_dir)  # a bad directory is a usage error, before anything starts
+    app = Demo(DemoOptions(interval=interval, throttle_delay=throttle_delay,
+                           chaos_every=chaos_every, modes=chaos_modes, listen=listen,
+                           sidecar_listen=sidecar_listen, incident_dir=incident_dir,
+                           drill_timeout=drill_timeout), sys.stdout)
+    _stop_on_signals(app.stop_event)
+    app.start()
+    try:
+        if once_:
+            return EXIT_OK if app.run_drills() else EXIT_FAILED
+        app.run_forever()
+        return EXIT_OK
+    finally:
+        app.stop()
 
 
 def _stop_on_signals(stop: threading.Event) -> None:

@@ -118,6 +118,10 @@ class IncidentStore:
         if directory:
             os.makedirs(directory, exist_ok=True)
 
+    def path(self, incident: Incident) -> str | None:
+        """Where the postmortem draft of ``incident`` is written, if anywhere."""
+        return os.path.join(self.directory, f"{incident.id}.md") if self.directory else None
+
     def save(self, incident: Incident) -> None:
         if not self.directory:
             return

@@ -88,6 +88,7 @@ class Sidecar:
         clock: Clock | None = None,
         journey: Callable[[ProbeConfig], JourneyResult] = run_journey,
         link_caller: Callable[..., LinkOutcome] = call_link,
+        listener: Callable[[str, dict], None] | None = None,
     ) -> None:
         self.probe_config = probe_config
         self.policy = policy
@@ -97,6 +98,7 @@ class Sidecar:
         self.clock = clock or SystemClock()
         self.journey = journey
         self.link_caller = link_caller
+        self.listener = listener  # told of incident_opened, attempt and incident_resolved
         self.log = get_logger()
         self.events: queue.Queue = queue.Queue(maxsize=10_000)
         self.incident: Incident | None = None
@@ -275,6 +277,8 @@ class Sidecar:
         self.log.log(level, "recovery attempt", extra={"fields": {
             "incident": incident.id, "result": outcome.result, "detail": outcome.detail,
             "status": outcome.status, "link": link.redacted}})
+        self._tell("attempt", incident=incident.id, result=outcome.result, called=called,
+                   link=link.redacted, detail=outcome.detail)
         self._save(incident)
 
     def _verify(self, incident: Incident) -> None:
@@ -311,6 +315,7 @@ class Sidecar:
         self.metrics.open_since.set(first_failure_at or now)
         self.log.warning("incident opened", extra={"fields": {
             "incident": incident.id, "detected_by": detected_by}})
+        self._tell("incident_opened", incident=incident.id, detected_by=detected_by)
         return incident
 
     def _close(self, incident: Incident, resolution: str) -> None:
@@ -333,6 +338,12 @@ class Sidecar:
             "incident": incident.id, "chaos": incident.chaos_mode,
             "duration_seconds": None if incident.duration is None else round(incident.duration, 3),
             "failed_orders": incident.failed_orders, "resolution": resolution}})
+        self._tell("incident_resolved", incident=incident.id, resolution=resolution,
+                   duration=incident.duration, path=self.store.path(incident))
+
+    def _tell(self, event: str, **fields) -> None:
+        if self.listener is not None:
+            self.listener(event, fields)
 
     def _save(self, incident: Incident) -> None:
         try:
