@@ -24,7 +24,7 @@ test: install tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: install
-	$(BIN)/pizza-probe demo
+	$(BIN)/pizza-probe demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
