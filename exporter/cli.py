@@ -51,6 +51,7 @@ class _Parsed(click.ParamType):
 
 DURATION = _Parsed("duration", parse_duration)
 HTTP_URL = _Parsed("url", parse_http_url)
+OPTIONAL_HTTP_URL = _Parsed("url", lambda text: parse_http_url(text) if text.strip() else "")
 LISTEN = _Parsed("host:port", parse_listen_address)
 
 
@@ -240,9 +241,10 @@ def serve(interval: float, listen: tuple[str, int], handoff_token: str | None, l
 
 @cli.command()
 @probe_options
-@click.option("--exporter-url", envvar="PIZZA_EXPORTER_URL", type=HTTP_URL,
+@click.option("--exporter-url", envvar="PIZZA_EXPORTER_URL", type=OPTIONAL_HTTP_URL,
               default="http://127.0.0.1:9816", show_default=True, show_envvar=True,
-              help="The exporter whose failed journeys (and chaos links) trigger recovery.")
+              help="The exporter whose failed journeys (and chaos links) trigger recovery. "
+                   "Empty: act on Alertmanager's webhook alone.")
 @click.option("--handoff-token", envvar="PIZZA_PROBE_HANDOFF_TOKEN", show_envvar=True,
               help="The exporter's --handoff-token, if it has one.")
 @click.option("--listen", "--web.listen-address", "listen", envvar="PIZZA_RECOVERY_LISTEN",
@@ -282,12 +284,13 @@ def sidecar(exporter_url: str, handoff_token: str | None, listen: tuple[str, int
                              max_attempts_per_hour=max_attempts_per_hour,
                              link_timeout=link_timeout, dry_run=dry_run,
                              kill_switch_file=kill_switch_file)
-    process = start_sidecar(config, options, listen, stop, exporter_url=exporter_url,
+    process = start_sidecar(config, options, listen, stop, exporter_url=exporter_url or None,
                             allow_hosts=allow_hosts, store=store,
                             webhook_token=webhook_token or None,
                             handoff_token=handoff_token or None)
     log.info("listening", extra={"fields": {
-        "address": f"{listen[0]}:{process.server.port}", "exporter_url": exporter_url,
+        "address": f"{listen[0]}:{process.server.port}",
+        "exporter_url": exporter_url or "none (webhook only)",
         "allow_hosts": ",".join(process.policy.describe()), "dry_run": dry_run,
         "webhook": "enabled" if webhook_token else "disabled (no --webhook-token)",
         "version": __version__}})

@@ -104,6 +104,8 @@ class Timeline:
                 self._print("sidecar", f"recovery link {verb}: {fields['link']} -> {fields['result']}", now)
                 if self.drill is not None and fields["called"] and self.drill.link_called_at is None:
                     self.drill.link_called_at = now
+            elif name == "note":
+                self._print("sidecar", fields["text"], now)
             elif name == "incident_resolved":
                 where = f"; postmortem draft: {fields['path']}" if fields.get("path") else ""
                 self._print("sidecar", f"incident resolved, a fresh order verified{where}", now)
@@ -152,8 +154,11 @@ class Demo:
                              order_timeout=o.throttle_delay + 10, timeout=5)
         self.exporter = start_exporter(config, o.interval, o.listen,
                                        observers=[self.timeline.on_journey])
+        # The target is our own simulator, broken on purpose again and again: the hourly limit
+        # that protects a real factory would stop the demo after ten drills.
+        options = SidecarOptions(cooldown=max(1.0, o.interval), max_attempts_per_hour=1_000_000)
         self.sidecar = start_sidecar(
-            config, SidecarOptions(cooldown=max(1.0, o.interval)), o.sidecar_listen,
+            config, options, o.sidecar_listen,
             self.stop_event, exporter_url=self.exporter.server.url(),
             store=IncidentStore(o.incident_dir), listener=self.timeline.on_sidecar)
         self.out.write(
@@ -181,12 +186,13 @@ class Demo:
                     return True
         return False
 
-    def run_drills(self) -> bool:
-        """One drill of each mode; True if each was detected and recovered."""
+    def run_drills(self, rounds: int = 1) -> bool:
+        """``rounds`` drills of each mode; True if every one was detected and recovered."""
         if not self.wait_healthy(self.options.drill_timeout):
             self.out.write("the simulator never answered a good order\n")
             return False
-        for mode in self.options.modes:
+        planned = [mode for _ in range(rounds) for mode in self.options.modes]
+        for mode in planned:
             if self.stop_event.is_set():
                 break
             self.break_factory(mode)
@@ -197,7 +203,7 @@ class Demo:
             self.out.write("\n")
         self.out.write(self.timeline.summary() + "\n")
         drills = self.timeline.drills
-        return len(drills) == len(self.options.modes) and all(d.recovered_at for d in drills)
+        return len(drills) == len(planned) and all(d.recovered_at for d in drills)
 
     def run_forever(self) -> None:
         self.simulator.start_schedule(self.options.chaos_every, list(self.options.modes))

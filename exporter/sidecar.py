@@ -218,6 +218,7 @@ class Sidecar:
             self._notes_once.add((incident.id, key))
             incident.note(self.clock.time(), text)
             self.log.warning(text, extra={"fields": {"incident": incident.id}})
+            self._tell("note", incident=incident.id, text=text)
             self._save(incident)
 
     def _maybe_act(self) -> None:

@@ -239,10 +239,19 @@ def test_hourly_limit_spans_incidents():
     sidecar, _ = engine("https://pizza-factory.cs329.click", link_caller=resolving,
                         max_attempts_per_hour=2)
     sidecar.clock = clock
+    told = []
+    sidecar.listener = lambda name, fields: told.append((name, fields))
     for i in range(4):
         clock.now += 60
         sidecar.step(("report", failed_report(f"https://pizza-factory.cs329.click/api/support/k/report/c{i}")))
     assert len(calls) == 2
+    notes = [f["text"] for name, f in told if name == "note"]
+    assert notes and "hourly limit" in notes[0]  # a stop is never silent
+    clock.now += 3600
+    sidecar.step(None)
+    assert len(calls) == 2  # the link seen an hour ago is stale: never called
+    sidecar.step(("report", failed_report("https://pizza-factory.cs329.click/api/support/k/report/c9")))
+    assert len(calls) == 3  # the window slid: a fresh link is called
 
 
 def test_same_link_is_not_called_twice():
