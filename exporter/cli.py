@@ -128,6 +128,12 @@ def _incident_store(incident_dir: str | None) -> IncidentStore:
                           f"{exc.strerror or type(exc).__name__}") from None
 
 
+def listen_option(default: str, envvar: str, serves: str):
+    return click.option("--listen", "--web.listen-address", "listen", envvar=envvar, type=LISTEN,
+                        default=default, show_default=True, show_envvar=True,
+                        help=f"Address for {serves}.")
+
+
 def build_config(service_url, factory_url, email, password, password_file, timeout,
                  order_timeout, slow_threshold, **_ignored) -> ProbeConfig:
     if password is not None and password_file is not None:
@@ -211,9 +217,7 @@ def once(as_json: bool, recover: bool, allow_hosts, incident_dir, dry_run, kill_
 @click.option("--interval", envvar="PIZZA_PROBE_INTERVAL", type=DURATION, default="15s",
               show_default=True, show_envvar=True,
               help="Time between journey starts; a journey that outlasts it delays the next.")
-@click.option("--listen", "--web.listen-address", "listen", envvar="PIZZA_PROBE_LISTEN",
-              type=LISTEN, default=":9816", show_default=True, show_envvar=True,
-              help="Address for /metrics, /healthz and /.")
+@listen_option(":9816", "PIZZA_PROBE_LISTEN", "/metrics, /healthz and /")
 @click.option("--handoff-token", envvar="PIZZA_PROBE_HANDOFF_TOKEN", show_envvar=True,
               help="Shared with the sidecar: it reads journeys and their chaos links from "
                    "/recovery/latest with this token. Without one, only loopback clients may.")
@@ -247,9 +251,7 @@ def serve(interval: float, listen: tuple[str, int], handoff_token: str | None, l
                    "Empty: act on Alertmanager's webhook alone.")
 @click.option("--handoff-token", envvar="PIZZA_PROBE_HANDOFF_TOKEN", show_envvar=True,
               help="The exporter's --handoff-token, if it has one.")
-@click.option("--listen", "--web.listen-address", "listen", envvar="PIZZA_RECOVERY_LISTEN",
-              type=LISTEN, default=":9817", show_default=True, show_envvar=True,
-              help="Address for /alertmanager, /metrics, /healthz and /.")
+@listen_option(":9817", "PIZZA_RECOVERY_LISTEN", "/alertmanager, /metrics, /healthz and /")
 @click.option("--webhook-token", envvar="PIZZA_RECOVERY_WEBHOOK_TOKEN", show_envvar=True,
               help="Token Alertmanager must send (bearer, or as the basic-auth password). "
                    "Without one the webhook refuses every call.")

@@ -7,6 +7,10 @@ import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 from .config import ConfigError
 
@@ -89,3 +93,16 @@ class QuietHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def send_standard_page(self, path: str, registry: CollectorRegistry,
+                           status_page: Callable[[], bytes]) -> None:
+        """``/metrics``, ``/healthz`` and ``/`` as every pizza-probe server has them; 404 else."""
+        if path == "/metrics":
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+            self.send_body(200, encoder(registry), content_type)
+        elif path == "/healthz":
+            self.send_body(200, b"ok\n", "text/plain; charset=utf-8")
+        elif path == "/":
+            self.send_body(200, status_page(), "text/html; charset=utf-8")
+        else:
+            self.send_body(404, b"not found\n", "text/plain; charset=utf-8")

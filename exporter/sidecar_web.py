@@ -10,7 +10,6 @@ import hmac
 import json
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 from . import __version__
 from .alertmanager import Deduper, WebhookError, parse_webhook
@@ -66,15 +65,7 @@ def make_handler(registry: CollectorRegistry, sidecar: Sidecar, token: str | Non
 
         def do_GET(self) -> None:  # noqa: N802
             path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-                self.send_body(200, encoder(registry), content_type)
-            elif path == "/healthz":
-                self.send_body(200, b"ok\n", "text/plain; charset=utf-8")
-            elif path == "/":
-                self.send_body(200, _status_page(sidecar), "text/html; charset=utf-8")
-            else:
-                self.send_body(404, b"not found\n", "text/plain; charset=utf-8")
+            self.send_standard_page(path, registry, lambda: _status_page(sidecar))
 
         do_HEAD = do_GET
 

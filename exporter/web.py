@@ -11,7 +11,6 @@ import threading
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 from . import __version__
 from .handoff import HANDOFF_PATH, LatestJourney, handoff_allowed
@@ -91,15 +90,8 @@ def make_handler(registry: CollectorRegistry, history: History | None = None,
             path = parts.path
             if path == HANDOFF_PATH:
                 self._handoff(parse_qs(parts.query))
-            elif path == "/metrics":
-                encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-                self.send_body(200, encoder(registry), content_type)
-            elif path == "/healthz":
-                self.send_body(200, b"ok\n", "text/plain; charset=utf-8")
-            elif path == "/":
-                self.send_body(200, _status_page(history), "text/html; charset=utf-8")
             else:
-                self.send_body(404, b"not found\n", "text/plain; charset=utf-8")
+                self.send_standard_page(path, registry, lambda: _status_page(history))
 
         do_HEAD = do_GET
 

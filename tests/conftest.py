@@ -7,6 +7,7 @@ import urllib.request
 from typing import Callable, TypeVar
 
 import pytest
+import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.simulator import Simulator, SimulatorOptions
@@ -59,6 +60,28 @@ def simulator():
     sim = start_simulator()
     yield sim
     sim.stop()
+
+
+def target_args(sim: Simulator) -> list[str]:
+    """The flags that point a pizza-probe command at a simulator."""
+    return ["--service-url", sim.service_url, "--factory-url", sim.factory_url]
+
+
+def set_chaos(sim: Simulator, mode: str) -> None:
+    """Switch the factory's chaos the way a user does: its vendor endpoint."""
+    answer = requests.put(f"{sim.factory_url}/api/vendor/chaos/{mode}", timeout=5,
+                          headers={"Authorization": f"Bearer {sim.factory.vendor_key}"})
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.fixture
+def processes(tmp_path):
+    """Start pizza-probe commands as real processes; all are stopped at the end of the test."""
+    from processes import Processes
+
+    procs = Processes(tmp_path)
+    yield procs
+    procs.stop_all()
 
 
 @pytest.fixture

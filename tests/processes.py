@@ -13,18 +13,37 @@ import pytest
 from conftest import http_get, poll
 
 
-class Process:
-    """A ``python -m exporter <command>`` process listening on an ephemeral loopback port,
-    whose combined output goes to a file (read with ``logs()``)."""
+class Managed:
+    """A child process whose combined output goes to ``log_path``; ``stop()`` ends it."""
 
-    def __init__(self, log_path, command: str, *args: str, env: dict | None = None) -> None:
+    def __init__(self, args: list[str], log_path, env: dict | None = None) -> None:
         self.log_path = log_path
         self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
+    def logs(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+class Process(Managed):
+    """A ``python -m exporter <command>`` process listening on an ephemeral loopback port."""
+
+    def __init__(self, log_path, command: str, *args: str, env: dict | None = None) -> None:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("PIZZA_")}
         full_env.update(env or {})
-        self.proc = subprocess.Popen(
+        super().__init__(
             [sys.executable, "-m", "exporter", command, "--listen", "127.0.0.1:0", *args],
-            stdout=self.log, stderr=subprocess.STDOUT, env=full_env,
+            log_path, full_env,
         )
         match = poll(lambda: self._address(), timeout=15, what=f"{command} to listen")
         self.url = f"http://127.0.0.1:{match.group(1)}"
@@ -36,19 +55,6 @@ class Process:
 
     def metrics(self) -> str:
         return http_get(self.url + "/metrics", timeout=2)[1]
-
-    def logs(self) -> str:
-        return self.log_path.read_text()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 class Processes:

@@ -6,11 +6,9 @@ import re
 import subprocess
 import sys
 
-import pytest
 import requests
 
 from conftest import poll
-from processes import Processes
 
 
 def test_demo_once_detects_and_recovers_every_chaos_mode(tmp_path):
@@ -38,13 +36,6 @@ def test_demo_bad_listen_address_is_a_usage_error():
     out = subprocess.run([sys.executable, "-m", "exporter", "demo", "--once", "--listen", "x"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and out.stderr.startswith("pizza-probe: error:")
-
-
-@pytest.fixture
-def processes(tmp_path):
-    procs = Processes(tmp_path)
-    yield procs
-    procs.stop_all()
 
 
 def test_simulate_serves_the_service_and_switches_chaos_on_schedule(processes):

@@ -9,25 +9,12 @@ import time
 import pytest
 import requests
 
-from conftest import http_get, poll, value
-from processes import Processes
+from conftest import http_get, poll, set_chaos as chaos, target_args, value
 
 
 @pytest.fixture
-def serve(tmp_path):
-    processes = Processes(tmp_path)
-    yield lambda *args, env=None: processes.start("serve", *args, env=env)
-    processes.stop_all()
-
-
-def target_args(sim):
-    return ["--service-url", sim.service_url, "--factory-url", sim.factory_url]
-
-
-def chaos(sim, mode):
-    response = requests.put(f"{sim.factory_url}/api/vendor/chaos/{mode}", timeout=5,
-                            headers={"Authorization": f"Bearer {sim.factory.vendor_key}"})
-    assert response.status_code == 200
+def serve(processes):
+    return lambda *args, env=None: processes.start("serve", *args, env=env)
 
 
 def test_counters_move_when_the_target_starts_failing(simulator, serve):

@@ -7,30 +7,13 @@ import subprocess
 import sys
 
 import pytest
-import requests
 
 from exporter.config import ProbeConfig
 from exporter.journey import run_journey
 
-from conftest import poll, value
-from processes import Processes
+from conftest import poll, set_chaos, target_args as target, value
 
 
-@pytest.fixture
-def processes(tmp_path):
-    procs = Processes(tmp_path)
-    yield procs
-    procs.stop_all()
-
-
-def target(sim):
-    return ["--service-url", sim.service_url, "--factory-url", sim.factory_url]
-
-
-def set_chaos(sim, mode):
-    answer = requests.put(f"{sim.factory_url}/api/vendor/chaos/{mode}", timeout=5,
-                          headers={"Authorization": f"Bearer {sim.factory.vendor_key}"})
-    assert answer.status_code == 200
 
 
 @pytest.mark.parametrize("mode", ["fail", "throttle", "badjwt"])
