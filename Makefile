@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: test demo tools install clean
+.PHONY: test demo tools install clean k8s-rules
 
 install: $(STAMP)
 
@@ -14,17 +14,26 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# promtool (Debian package prometheus) checks the exposition format in the tests.
+# The tests start a real Prometheus and Alertmanager on loopback, use promtool and amtool, and
+# check the compose file with docker-compose: Debian packages prometheus,
+# prometheus-alertmanager and docker-compose.
 tools:
-	@command -v promtool >/dev/null 2>&1 || { \
-	  echo "installing Debian package prometheus (promtool)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus-alertmanager >/dev/null 2>&1 \
+	    || ! command -v docker-compose >/dev/null 2>&1; then \
+	  echo "installing Debian packages prometheus, prometheus-alertmanager and docker-compose"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends prometheus prometheus-alertmanager docker-compose >/dev/null; \
+	fi
 
 test: install tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: install
 	$(BIN)/pizza-probe demo $(DEMO_ARGS)
+
+# deploy/kubernetes/prometheusrule.yaml is generated from alerts/pizza-probe.rules.yml.
+k8s-rules:
+	$(PYTHON) deploy/kubernetes/generate_prometheusrule.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

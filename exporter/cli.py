@@ -421,6 +421,27 @@ def demo(once_, interval, throttle_delay, chaos_every, chaos_modes, listen, side
         app.stop()
 
 
+@cli.command()
+@click.argument("url", default="http://127.0.0.1:9816/healthz", type=HTTP_URL)
+@click.option("--timeout", type=DURATION, default="3s", show_default=True)
+def healthcheck(url: str, timeout: float) -> int:
+    """Exit 0 if URL answers 200, else 1: a container HEALTHCHECK that needs no curl.
+
+    The sidecar's is http://127.0.0.1:9817/healthz.
+    """
+    import requests
+
+    try:
+        status = requests.get(url, timeout=timeout).status_code
+    except requests.RequestException as exc:
+        click.echo(f"unhealthy: {type(exc).__name__}", err=True)
+        return EXIT_FAILED
+    if status != 200:
+        click.echo(f"unhealthy: HTTP {status}", err=True)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def _stop_on_signals(stop: threading.Event) -> None:
     def handler(signum, frame):
         stop.set()

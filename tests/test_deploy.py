@@ -1,0 +1,187 @@
+"""The deployment files: Dockerfile, compose stack, Kubernetes manifests. No Docker engine runs
+here, so the image's install step is replayed in a fresh venv from a clean copy of the tree."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from promstack import REPO, binary
+
+COMPOSE = os.path.join(REPO, "deploy", "compose")
+KUBE = os.path.join(REPO, "deploy", "kubernetes")
+
+
+def run(*args, cwd=REPO, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def tool(name: str) -> str:
+    """A console script installed with the test extras (next to this Python) or on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    return beside if os.path.exists(beside) else binary(name)
+
+
+# --- Dockerfile ------------------------------------------------------------------------------
+
+def test_hadolint_reports_nothing():
+    out = run(tool("hadolint"), "Dockerfile")
+    assert out.returncode == 0 and out.stdout.strip() == "", out.stdout + out.stderr
+
+
+def test_dockerfile_essentials():
+    text = open(os.path.join(REPO, "Dockerfile")).read()
+    assert re.search(r"^FROM python:3\.\d+-slim", text, re.M)
+    assert 'ENTRYPOINT ["pizza-probe"]' in text and 'CMD ["serve"]' in text
+    assert re.search(r"^USER \d+", text, re.M) and "EXPOSE 9816" in text
+    assert "HEALTHCHECK" in text and "curl" not in text and "wget" not in text
+    assert "org.opencontainers.image.title" in text
+    assert "PASSWORD" not in text and "TOKEN" not in text  # no secrets baked in
+    # the dependency layer comes before the source, so a code change keeps it cached
+    assert text.index("COPY requirements.txt") < text.index("COPY exporter")
+
+
+def test_requirements_pin_exactly_the_install_requires():
+    parser = configparser.ConfigParser()
+    parser.read(os.path.join(REPO, "setup.cfg"))
+    names = lambda lines: sorted(re.split(r"[<>=!~ ]", line.strip())[0].lower()
+                                 for line in lines if line.strip() and not line.startswith("#"))
+    wanted = names(parser["options"]["install_requires"].splitlines())
+    pinned = open(os.path.join(REPO, "requirements.txt")).read().splitlines()
+    assert names(pinned) == wanted
+    assert all("==" in line for line in pinned if line.strip() and not line.startswith("#"))
+
+
+def test_image_install_step_from_a_clean_copy(tmp_path):
+    """What the Dockerfile does: requirements, then the package without deps, then run it.
+    Only what .dockerignore lets into the build context is copied."""
+    context = tmp_path / "context"
+    context.mkdir()
+    kept = [line[1:].strip().rstrip("/") for line in open(os.path.join(REPO, ".dockerignore"))
+            if line.startswith("!")]
+    for name in kept:
+        source = os.path.join(REPO, name)
+        if os.path.isdir(source):
+            shutil.copytree(source, context / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, context / name)
+    venv = tmp_path / "venv"
+    assert run(sys.executable, "-m", "venv", str(venv)).returncode == 0
+    pip = str(venv / "bin" / "pip")
+    for args in (["install", "--no-cache-dir", "-r", "requirements.txt"],
+                 ["install", "--no-cache-dir", "--no-deps", "."]):
+        out = run(pip, "--disable-pip-version-check", *args, cwd=context)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    out = run(str(venv / "bin" / "pizza-probe"), "--help", cwd=tmp_path)
+    assert out.returncode == 0 and "serve" in out.stdout and "sidecar" in out.stdout, out.stderr
+    health = run(str(venv / "bin" / "pizza-probe"), "healthcheck", "http://127.0.0.1:9/healthz")
+    assert health.returncode == 1 and health.stderr.startswith("unhealthy:")
+
+
+# --- compose ---------------------------------------------------------------------------------
+
+def compose() -> dict:
+    with open(os.path.join(COMPOSE, "docker-compose.yml")) as handle:
+        return yaml.safe_load(handle)
+
+
+def test_docker_compose_config_accepts_the_stack(tmp_path):
+    copy = tmp_path / "deploy" / "compose"
+    shutil.copytree(COMPOSE, copy)
+    shutil.copy(copy / ".env.example", copy / ".env")  # as the user does
+    out = run(binary("docker-compose"), "-f", "docker-compose.yml", "config", "-q", cwd=copy)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_compose_wires_the_shipped_files():
+    services = compose()["services"]
+    assert set(services) >= {"pizza-probe", "pizza-probe-sidecar", "prometheus", "alertmanager", "grafana"}
+    assert "../../alerts:/etc/prometheus/rules:ro" in services["prometheus"]["volumes"]
+    # Alertmanager runs the shipped route unchanged: the sidecar's service name is its host
+    assert "../../alerts/alertmanager.yml:/etc/alertmanager/alertmanager.yml:ro" in services["alertmanager"]["volumes"]
+    route = yaml.safe_load(open(os.path.join(REPO, "alerts", "alertmanager.yml")))
+    hooks = [h["url"] for r in route["receivers"] for h in r.get("webhook_configs", [])]
+    assert "http://pizza-probe-sidecar:9817/alertmanager" in hooks
+    assert "../../dashboards:/var/lib/grafana/dashboards:ro" in services["grafana"]["volumes"]
+    env = open(os.path.join(COMPOSE, ".env.example")).read()
+    for key in ("PIZZA_SERVICE_URL", "PIZZA_PROBE_PASSWORD", "PIZZA_PROBE_HANDOFF_TOKEN",
+                "PIZZA_RECOVERY_WEBHOOK_TOKEN", "GRAFANA_ADMIN_PASSWORD"):
+        assert re.search(rf"^{key}=", env, re.M), key
+    assert ".env" in open(os.path.join(REPO, ".gitignore")).read()
+
+
+def test_promtool_checks_the_compose_prometheus_config(tmp_path):
+    path = os.path.join(COMPOSE, "prometheus.yml")
+    out = run(binary("promtool"), "check", "config", "--syntax-only", path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    # fully, with the rule file where the compose volume puts it
+    config = yaml.safe_load(open(path))
+    config["rule_files"] = [p.replace("/etc/prometheus/rules", os.path.join(REPO, "alerts"))
+                            for p in config["rule_files"]]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    out = run(binary("promtool"), "check", "config", str(tmp_path / "prometheus.yml"))
+    assert out.returncode == 0 and "SUCCESS: 15 rules found" in out.stdout, out.stdout + out.stderr
+    jobs = {job["job_name"] for job in config["scrape_configs"]}
+    assert jobs == {"pizza-probe", "pizza-probe-sidecar"}
+
+
+def test_grafana_provisioning_loads_the_data_source_and_dashboards():
+    base = os.path.join(COMPOSE, "grafana", "provisioning")
+    (source,) = yaml.safe_load(open(os.path.join(base, "datasources", "prometheus.yml")))["datasources"]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    (provider,) = yaml.safe_load(open(os.path.join(base, "dashboards", "pizza-probe.yml")))["providers"]
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+# --- Kubernetes ------------------------------------------------------------------------------
+
+def manifests() -> dict[str, dict]:
+    found = {}
+    for name in sorted(os.listdir(KUBE)):
+        if name.endswith(".yaml"):
+            for doc in yaml.safe_load_all(open(os.path.join(KUBE, name))):
+                found[doc["kind"]] = doc
+    return found
+
+
+def test_kubernetes_manifests_parse_and_agree():
+    docs = manifests()
+    assert set(docs) == {"Deployment", "Secret", "Service", "ServiceMonitor", "PrometheusRule"}
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert containers["exporter"]["args"][0] == "serve" and containers["sidecar"]["args"][0] == "sidecar"
+    for container in containers.values():
+        assert container["envFrom"][0]["secretRef"]["name"] == docs["Secret"]["metadata"]["name"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    service_ports = {p["name"] for p in docs["Service"]["spec"]["ports"]}
+    container_ports = {p["name"] for c in containers.values() for p in c["ports"]}
+    assert service_ports == container_ports == {"metrics", "sidecar"}
+    endpoints = {e["port"]: e["relabelings"][0]["replacement"]
+                 for e in docs["ServiceMonitor"]["spec"]["endpoints"]}
+    assert endpoints == {"metrics": "pizza-probe", "sidecar": "pizza-probe-sidecar"}
+    assert set(docs["Secret"]["stringData"]) >= {"PIZZA_PROBE_PASSWORD", "PIZZA_RECOVERY_WEBHOOK_TOKEN"}
+
+
+def test_prometheusrule_is_generated_from_the_rule_file(tmp_path):
+    rules = yaml.safe_load(open(os.path.join(REPO, "alerts", "pizza-probe.rules.yml")))
+    assert manifests()["PrometheusRule"]["spec"]["groups"] == rules["groups"]
+    fresh = tmp_path / "prometheusrule.yaml"
+    out = run(sys.executable, os.path.join(KUBE, "generate_prometheusrule.py"), str(fresh))
+    assert out.returncode == 0, out.stderr
+    assert fresh.read_text() == open(os.path.join(KUBE, "prometheusrule.yaml")).read(), \
+        "prometheusrule.yaml is stale: run `make k8s-rules`"
+
+
+@pytest.mark.parametrize("path", ["deploy/compose/.env.example", "deploy/kubernetes/secret.example.yaml"])
+def test_secret_templates_hold_placeholders_only(path):
+    text = open(os.path.join(REPO, path)).read()
+    for line in text.splitlines():
+        if re.search(r"(PASSWORD|TOKEN)\S*[=:]", line) and not line.lstrip().startswith("#"):
+            assert "change-me" in line, line
