@@ -9,10 +9,16 @@ reason and a detail that holds no secret (no token, no password, no link key or 
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
+import weakref
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from . import parse
 from .config import ProbeConfig
@@ -24,11 +30,62 @@ _CHUNK = 64 * 1024
 FACTORY_FAILURE_MESSAGE = "Failed to fulfill order at factory"
 
 
+class _SocketTracker:
+    """Every socket a session opened, so that a step's deadline can cut them all."""
+
+    def __init__(self) -> None:
+        self._sockets: weakref.WeakSet = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def add(self, sock) -> None:
+        with self._lock:
+            self._sockets.add(sock)
+
+    def cut(self) -> None:
+        with self._lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """requests' per-read timeout restarts with every byte, so a server that drips one byte a
+    second never trips it. This adapter tracks its sockets; ``_request`` shuts them down when
+    the step's whole time is up."""
+
+    def __init__(self, tracker: _SocketTracker) -> None:
+        self.tracker = tracker
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        tracker = self.tracker
+
+        def tracked(base):
+            class Tracked(base):
+                def connect(self) -> None:
+                    super().connect()
+                    tracker.add(self.sock)
+            return Tracked
+
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": type("Pool", (HTTPConnectionPool,), {"ConnectionCls": tracked(HTTPConnection)}),
+            "https": type("Pool", (HTTPSConnectionPool,), {"ConnectionCls": tracked(HTTPSConnection)}),
+        }
+
+
 class PizzaClient:
     def __init__(self, config: ProbeConfig, session: requests.Session | None = None) -> None:
         self.config = config
         self.session = session or requests.Session()
         self.session.trust_env = False  # no proxies or .netrc credentials picked up by accident
+        self._sockets = _SocketTracker()
+        adapter = _DeadlineAdapter(self._sockets)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
 
     def close(self) -> None:
         self.session.close()
@@ -55,32 +112,39 @@ class PizzaClient:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         started = time.monotonic()
+        deadline_hit = threading.Event()
+
+        def cut() -> None:
+            deadline_hit.set()
+            self._sockets.cut()
+
+        watchdog = threading.Timer(timeout, cut)
+        watchdog.daemon = True
+        watchdog.start()
+        timed_out = StepFailure("timeout", f"no answer within {timeout:g}s")
         try:
-            response = self.session.request(
-                method,
-                url,
-                json=body,
-                headers=headers,
-                timeout=timeout,
-                stream=True,
-                allow_redirects=False,
-            )
             try:
-                raw = self._read_capped(response, started, timeout)
-            finally:
-                response.close()
-        except requests.Timeout:
-            raise StepFailure("timeout", f"no answer within {timeout:g}s") from None
-        except requests.exceptions.SSLError:
-            raise StepFailure("connection_error", "TLS handshake failed") from None
-        except requests.exceptions.ChunkedEncodingError as exc:
-            if "IncompleteRead" in repr(exc):
-                raise StepFailure("bad_response", "body truncated") from None
-            raise StepFailure("connection_error", "connection broken while reading the body") from None
-        except requests.RequestException as exc:
-            if time.monotonic() - started >= timeout:
-                raise StepFailure("timeout", f"no answer within {timeout:g}s") from None
-            raise StepFailure("connection_error", _describe_connection_error(exc)) from None
+                response = self.session.request(
+                    method,
+                    url,
+                    json=body,
+                    headers=headers,
+                    timeout=timeout,
+                    stream=True,
+                    allow_redirects=False,
+                )
+                try:
+                    raw = self._read_capped(response)
+                finally:
+                    response.close()
+            except requests.RequestException as exc:
+                if deadline_hit.is_set() or time.monotonic() - started >= timeout:
+                    raise timed_out from None
+                raise _transport_failure(exc, timeout) from None
+            if deadline_hit.is_set():  # the cut ended a body early: it is not the whole answer
+                raise timed_out
+        finally:
+            watchdog.cancel()
         status = response.status_code
         try:
             data = json.loads(raw.decode("utf-8")) if raw else _NOT_JSON
@@ -88,7 +152,7 @@ class PizzaClient:
             data = _NOT_JSON
         return status, data
 
-    def _read_capped(self, response: requests.Response, started: float, timeout: float) -> bytes:
+    def _read_capped(self, response: requests.Response) -> bytes:
         cap = self.config.max_body_bytes
         length = response.headers.get("Content-Length", "")
         if length.isdigit() and int(length) > cap:
@@ -104,8 +168,6 @@ class PizzaClient:
                 raise StepFailure(
                     "bad_response", f"body is over the {cap}-byte cap", status=response.status_code
                 )
-            if time.monotonic() - started > timeout:
-                raise StepFailure("timeout", f"body not read within {timeout:g}s")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -222,6 +284,18 @@ def _parsed(parser, data: Any, status: int):
         return parser(data)
     except parse.ShapeError as exc:
         raise StepFailure("bad_response", str(exc), status=status) from None
+
+
+def _transport_failure(exc: requests.RequestException, timeout: float) -> StepFailure:
+    if isinstance(exc, requests.Timeout):
+        return StepFailure("timeout", f"no answer within {timeout:g}s")
+    if isinstance(exc, requests.exceptions.SSLError):
+        return StepFailure("connection_error", "TLS handshake failed")
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        if "IncompleteRead" in repr(exc):
+            return StepFailure("bad_response", "body truncated")
+        return StepFailure("connection_error", "connection broken while reading the body")
+    return StepFailure("connection_error", _describe_connection_error(exc))
 
 
 def _describe_connection_error(exc: BaseException) -> str:
