@@ -253,6 +253,7 @@ class PizzaClient:
             "DELETE", self._service("/api/auth"), timeout=self.config.timeout, token=token
         )
         _expect_ok(status, data)
+        _parsed(parse.logout_ok, data, status)
 
 
 def _expect_ok(status: int, data: Any, auth_statuses: tuple[int, ...] = (401, 403)) -> None:

@@ -145,6 +145,13 @@ def order_answer(data: Any) -> OrderAnswer:
     return OrderAnswer(order_id=order["id"], jwt=jwt, message=message(data), link=chaos_link(data))
 
 
+def logout_ok(data: Any) -> None:
+    """``DELETE /api/auth`` answers ``{"message": "logout successful"}``; forks word the message
+    differently, so only the shape is checked."""
+    if not isinstance(data, dict):
+        raise ShapeError("logout answer is not a JSON object")
+
+
 def verify_valid(data: Any) -> bool:
     """True if the factory's verify answer says the JWT is valid."""
     if not isinstance(data, dict):
