@@ -50,6 +50,7 @@ class _Parsed(click.ParamType):
 
 
 DURATION = _Parsed("duration", parse_duration)
+DURATION_OR_ZERO = _Parsed("duration", lambda text: parse_duration(text, allow_zero=True))
 HTTP_URL = _Parsed("url", parse_http_url)
 OPTIONAL_HTTP_URL = _Parsed("url", lambda text: parse_http_url(text) if text.strip() else "")
 LISTEN = _Parsed("host:port", parse_listen_address)
@@ -334,11 +335,13 @@ CHAOS_MODE_LIST = _Parsed("modes", _modes)
 @click.option("--franchise-shape", type=click.Choice(FRANCHISE_SHAPES), default="new",
               show_default=True, help="new: {franchises, more}; old: a bare list (before May 2025).")
 @click.option("--monkey", is_flag=True, help="Start with the service's own chaos monkey on.")
+@click.option("--delay", type=DURATION_OR_ZERO, default="0s", show_default=True,
+              help="Every answer of the service and the factory waits this long (a slow shop).")
 @click.option("--vendor-key", envvar="PIZZA_SIM_VENDOR_KEY", show_envvar=True,
               help="The key that switches chaos [default: random, printed at start].")
 @logging_options
 def simulate(listen, factory_listen, chaos, throttle_delay, chaos_every, chaos_modes, link_key,
-             link_form, franchise_shape, monkey, vendor_key, log_level, log_format) -> int:
+             link_form, franchise_shape, monkey, delay, vendor_key, log_level, log_format) -> int:
     """Serve a JWT Pizza service and its factory, with every chaos mode, on loopback.
 
     \b
@@ -355,7 +358,8 @@ def simulate(listen, factory_listen, chaos, throttle_delay, chaos_every, chaos_m
 
     simulator = Simulator(SimulatorOptions(
         throttle_delay=throttle_delay, link_key=link_key, link_form=link_form,
-        franchise_shape=franchise_shape, vendor_key=vendor_key, chaos=chaos, monkey=monkey),
+        franchise_shape=franchise_shape, vendor_key=vendor_key, chaos=chaos, monkey=monkey,
+        delay=delay),
         on_event=on_event)
     simulator.start(listen, factory_listen)
     stop = threading.Event()

@@ -42,7 +42,8 @@ def parse_duration(text: str, *, name: str = "duration", allow_zero: bool = Fals
     if seconds != seconds or seconds in (float("inf"), float("-inf")):
         raise ConfigError(f"{name}: {raw!r} is not a finite duration")
     if seconds < 0 or (seconds == 0 and not allow_zero):
-        raise ConfigError(f"{name}: must be greater than zero, got {raw!r}")
+        bound = "must not be negative" if allow_zero else "must be greater than zero"
+        raise ConfigError(f"{name}: {bound}, got {raw!r}")
     return seconds
 
 

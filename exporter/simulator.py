@@ -9,6 +9,7 @@ recovery link over HTTP, as it would in production.
 from __future__ import annotations
 
 import base64
+import collections
 import dataclasses
 import hashlib
 import hmac
@@ -74,6 +75,7 @@ class SimulatorOptions:
     vendor_key: str | None = None
     chaos: str | None = None
     monkey: bool = False
+    delay: float = 0.0  # every answer of the service and the factory waits this long
 
 
 class Factory:
@@ -279,7 +281,8 @@ class PizzaService:
 Route = tuple[str, "re.Pattern[str]", Callable[..., Any]]
 
 
-def _make_handler(routes: list[Route], on_error: Callable[[], None] | None = None):
+def _make_handler(routes: list[Route], counter: "collections.Counter | None" = None,
+                  delay: float = 0.0):
     class Handler(QuietHandler):
         server_version = "jwt-pizza-simulator"
 
@@ -327,20 +330,22 @@ def _make_handler(routes: list[Route], on_error: Callable[[], None] | None = Non
                 raise HttpError(400, "Unexpected token in JSON at position 0") from None
 
         def _dispatch(self) -> None:
+            if delay:
+                time.sleep(delay)
             parts = urlsplit(self.path)
             try:
                 body = self._body() if self.command in ("POST", "PUT", "DELETE", "PATCH") else None
                 for method, pattern, action in routes:
                     match = pattern.fullmatch(parts.path.rstrip("/") or "/")  # Express: not strict
                     if match and method == self.command:
+                        if counter is not None:
+                            counter[(method, pattern.pattern)] += 1
                         self._answer(200, action(self, body, parse_qs(parts.query), *match.groups()))
                         return
                 raise HttpError(404, "unknown endpoint", stack=False)
             except HttpError as exc:
                 self._answer(exc.status, exc.body)
             except Exception as exc:  # a simulator bug: still the service's shape, no traceback
-                if on_error:
-                    on_error()
                 self._answer(500, HttpError(500, type(exc).__name__).body)
 
         do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = do_OPTIONS = _dispatch
@@ -366,6 +371,8 @@ class Simulator:
         self.factory = Factory(self.options, self._event)
         self.service = PizzaService(self.options, self.factory)
         self.servers: list[BackgroundServer] = []
+        # (method, route) -> requests answered by the service; for tests and benchmarks
+        self.requests: collections.Counter = collections.Counter()
         self._schedule: threading.Thread | None = None
 
     def _event(self, name: str, fields: dict) -> None:
@@ -375,11 +382,13 @@ class Simulator:
 
     def start(self, listen: tuple[str, int] = ("127.0.0.1", 3000),
               factory_listen: tuple[str, int] = ("127.0.0.1", 3001)) -> "Simulator":
-        factory_server = BackgroundServer(*factory_listen, _make_handler(self._factory_routes()),
-                                          name="sim-factory")
+        delay = self.options.delay
+        factory_server = BackgroundServer(
+            *factory_listen, _make_handler(self._factory_routes(), delay=delay), name="sim-factory")
         try:
-            service_server = BackgroundServer(*listen, _make_handler(self._service_routes()),
-                                              name="sim-service")
+            service_server = BackgroundServer(
+                *listen, _make_handler(self._service_routes(), self.requests, delay),
+                name="sim-service")
         except Exception:
             factory_server.server.server_close()
             raise

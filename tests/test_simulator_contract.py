@@ -757,3 +757,22 @@ def test_trailing_slash_routes_like_express(sim):
     """Express's routing is not strict: /api/order/menu/ is the menu."""
     answer = call("GET", f"{sim.service_url}/api/order/menu/")
     assert answer.status_code == 200 and len(answer.json()) == 5
+
+
+def test_the_simulator_counts_requests_by_route(sim):
+    """Benchmarks compare the exporter's counters with what the service saw."""
+    for _ in range(3):
+        call("GET", f"{sim.service_url}/")
+    call("GET", f"{sim.service_url}/api/order/menu")
+    assert sim.requests[("GET", "/")] == 3 and sim.requests[("GET", "/api/order/menu")] == 1
+
+
+def test_delay_slows_every_answer(new_sim):
+    slow = new_sim(delay=0.2)
+    for url in (f"{slow.service_url}/", f"{slow.service_url}/api/order/menu"):
+        started = time.monotonic()
+        assert call("GET", url).status_code == 200
+        assert time.monotonic() - started >= 0.2
+    started = time.monotonic()
+    assert call("POST", f"{slow.factory_url}/api/order/verify", body={"jwt": "x"}).status_code == 403
+    assert time.monotonic() - started >= 0.2
