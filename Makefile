@@ -15,14 +15,14 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $@
 
 # The tests start a real Prometheus and Alertmanager on loopback, use promtool and amtool, and
-# check the compose file with docker-compose: Debian packages prometheus,
-# prometheus-alertmanager and docker-compose.
+# check the compose file with docker-compose, and make a self-signed certificate with openssl:
+# Debian packages prometheus, prometheus-alertmanager, docker-compose and openssl.
 tools:
 	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus-alertmanager >/dev/null 2>&1 \
-	    || ! command -v docker-compose >/dev/null 2>&1; then \
-	  echo "installing Debian packages prometheus, prometheus-alertmanager and docker-compose"; \
+	    || ! command -v docker-compose >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then \
+	  echo "installing Debian packages prometheus, prometheus-alertmanager, docker-compose, openssl"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends prometheus prometheus-alertmanager docker-compose >/dev/null; \
+	    --no-install-recommends prometheus prometheus-alertmanager docker-compose openssl >/dev/null; \
 	fi
 
 test: install tools

@@ -23,7 +23,7 @@ from .handoff import ProbeReport
 from .incident import IncidentStore
 from .journey import run_journey
 from .logs import setup_logging
-from .recovery import LinkPolicy
+from .recovery import LinkPolicy, parse_allow_entry
 from .report import render_json, render_recovery, render_text
 from .runtime import start_exporter, start_sidecar
 from .sidecar import RecoveryMetrics, Sidecar, SidecarOptions
@@ -102,6 +102,7 @@ def recovery_options(command):
     """Options of the recovery action, shared by ``sidecar`` and ``once --recover``."""
     options = [
         click.option("--allow-host", "allow_hosts", multiple=True, metavar="HOST[:PORT]",
+                     type=_Parsed("host", lambda text: (parse_allow_entry(text), text)[1]),
                      envvar="PIZZA_RECOVERY_ALLOW_HOSTS", show_envvar=True,
                      help="Also allow recovery links to this host (repeatable). Always allowed: "
                           "pizza-factory.cs329.click, cs329.cs.byu.edu and the --factory-url host."),
@@ -193,7 +194,8 @@ def once(as_json: bool, recover: bool, allow_hosts, incident_dir, dry_run, kill_
     order verified it), 1 if it failed, 2 on bad usage or configuration.
     """
     config = _config_from(kwargs)
-    store = _incident_store(incident_dir) if recover else None
+    store = _incident_store(incident_dir)  # a bad directory is a usage error, --recover or not
+    policy = LinkPolicy.default(config.factory_url, allow_hosts)
     result = run_journey(config)
     render = render_json if as_json else render_text
     click.echo(render(result, config.service_url))
@@ -201,7 +203,7 @@ def once(as_json: bool, recover: bool, allow_hosts, incident_dir, dry_run, kill_
         return EXIT_OK if result.success else EXIT_FAILED
     setup_logging("error")  # the recovery summary below says what happened
     sidecar = Sidecar(
-        config, LinkPolicy.default(config.factory_url, allow_hosts),
+        config, policy,
         SidecarOptions(cooldown=0, dry_run=dry_run, kill_switch_file=kill_switch_file,
                        link_timeout=link_timeout),
         RecoveryMetrics(CollectorRegistry()), store,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+import math
 import ipaddress
 import threading
 from typing import Any, Callable
@@ -56,18 +57,41 @@ class ProbeReport:
 
     @classmethod
     def from_json(cls, data: Any) -> "ProbeReport":
-        if not isinstance(data, dict) or not isinstance(data.get("seq"), int):
-            raise ValueError("hand-off answer has no seq")
-        link = data.get("chaos_link")
+        """The exporter's answer, every field checked; anything else raises ValueError only."""
+        if not isinstance(data, dict):
+            raise ValueError("hand-off answer is not a JSON object")
+
+        def field(name: str, kinds: tuple, default=None, required: bool = False):
+            value = data.get(name, default)
+            if value is None and not required:
+                return None
+            # bool is an int to isinstance: accept it only where a bool is wanted
+            if isinstance(value, bool) != (bool in kinds) or not isinstance(value, kinds):
+                raise ValueError(f"hand-off answer has a bad {name}")
+            return value
+
+        def timestamp(name: str, required: bool) -> float | None:
+            value = field(name, (int, float), required=required)
+            if value is None:
+                return None
+            try:
+                number = float(value)
+            except OverflowError:
+                raise ValueError(f"hand-off answer has a bad {name}") from None
+            if not math.isfinite(number):
+                raise ValueError(f"hand-off answer has a bad {name}")
+            return number
+
+        link = field("chaos_link", (str,))
         return cls(
-            seq=data["seq"],
-            success=bool(data.get("success")),
-            started_at=float(data.get("started_at") or 0.0),
-            failed_step=data.get("failed_step"),
-            reason=data.get("reason"),
-            detail=str(data.get("detail") or ""),
-            link=RecoveryLink(link, str(data.get("chaos_link_key") or "")) if isinstance(link, str) and link else None,
-            first_failure_at=data.get("first_failure_at"),
+            seq=field("seq", (int,), required=True),
+            success=field("success", (bool,), required=True),
+            started_at=timestamp("started_at", required=True),
+            failed_step=field("failed_step", (str,)),
+            reason=field("reason", (str,)),
+            detail=field("detail", (str,), default="") or "",
+            link=RecoveryLink(link, field("chaos_link_key", (str,)) or "") if link else None,
+            first_failure_at=timestamp("first_failure_at", required=False),
         )
 
 

@@ -7,6 +7,7 @@ only exception they raise. The journey maps a ShapeError to the reason ``bad_res
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from .redact import RecoveryLink, redact_text
@@ -51,7 +52,13 @@ def _is_id(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    """A JSON number a float can hold: not a bool, not NaN or infinite, not a 400-digit int."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def health_version(data: Any) -> str:

@@ -16,6 +16,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from .config import ConfigError
 from .redact import RecoveryLink, redact_url
 
 DEFAULT_ALLOWED_HOSTS = ("pizza-factory.cs329.click", "cs329.cs.byu.edu")
@@ -32,21 +33,38 @@ def _host_port(url: str) -> tuple[str, int | None]:
     return host, port
 
 
+_HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]")
+
+
+def parse_allow_entry(entry: str) -> tuple[str, int | None]:
+    """``host`` (any port), ``host:port``, ``[v6]:port`` or an http(s) URL (its host and
+    port) into (host, port or None). Raises ConfigError with a one-line message."""
+    text = str(entry).strip().lower()
+    if "://" in text:
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018  (raises ValueError for a bad port)
+        except ValueError:
+            raise ConfigError(f"allow-host: {entry!r} is not a valid URL") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"allow-host: {entry!r} is not an http(s) URL with a host")
+        return _host_port(text)
+    host, port = text, None
+    if ":" in text and not (text.startswith("[") and text.endswith("]")):
+        host, _, port_text = text.rpartition(":")
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ConfigError(f"allow-host: {entry!r} has no valid port (1-65535)")
+        port = int(port_text)
+    if not _HOST.fullmatch(host):
+        raise ConfigError(f"allow-host: {entry!r} is not a host name, host:port or URL")
+    return host.strip("[]"), port
+
+
 class LinkPolicy:
     """Which links may be called. Entries are ``host`` (any port) or ``host:port``."""
 
     def __init__(self, allowed: list[str] | tuple[str, ...]) -> None:
-        self.entries: set[tuple[str, int | None]] = set()
-        for entry in allowed:
-            entry = entry.strip().lower()
-            if "://" in entry:  # a URL, e.g. the configured factory: its host and port
-                self.entries.add(_host_port(entry))
-                continue
-            host, sep, port = entry.rpartition(":")
-            if sep and port.isdigit() and not host.endswith(":"):
-                self.entries.add((host.strip("[]"), int(port)))
-            else:
-                self.entries.add((entry.strip("[]"), None))
+        self.entries = {parse_allow_entry(entry) for entry in allowed}
 
     @classmethod
     def default(cls, factory_url: str, extra: list[str] | tuple[str, ...] = ()) -> "LinkPolicy":
@@ -86,7 +104,7 @@ def classify_answer(status: int, body: bytes) -> LinkOutcome:
     """Both resolver forms: ``{"message": ...}`` (current) and ``{"msg": ...}`` (older)."""
     try:
         data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         data = None
     text = ""
     if isinstance(data, dict):
