@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import time
 
@@ -74,7 +75,8 @@ def test_counters_move_when_the_target_starts_failing(simulator, serve):
     assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), check
 
 
-def test_scrapes_answer_and_sigterm_stops_within_a_second_during_a_32s_order(make_simulator, serve):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_scrapes_answer_and_a_signal_stops_within_a_second_during_a_32s_order(make_simulator, serve, sig):
     sim = make_simulator(throttle_delay=32)
     exporter = serve(*target_args(sim), "--interval", "0.2")
     poll(lambda: value(exporter.metrics(), "pizza_probe_orders_total", result="success") >= 1,
@@ -86,7 +88,7 @@ def test_scrapes_answer_and_sigterm_stops_within_a_second_during_a_32s_order(mak
     status, _ = http_get(exporter.url + "/metrics", timeout=2)
     assert status == 200 and time.monotonic() - started < 2
     started = time.monotonic()
-    exporter.stop()
+    exporter.stop(sig)
     assert time.monotonic() - started < 3  # a stop that waited for the order would take ~32 s
     assert exporter.proc.returncode == 0
     assert "Traceback" not in exporter.logs()
