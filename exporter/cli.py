@@ -1,4 +1,4 @@
-"""The ``pizza-probe`` command line: ``once`` and ``serve``."""
+"""The ``pizza-probe`` command line: once, serve, sidecar, simulate, demo and healthcheck."""
 
 from __future__ import annotations
 
