@@ -64,7 +64,7 @@ def main() -> int:
     print(f"machine: {machine()}")
     print(f"probe interval {i:g}s, throttle delay {args.throttle_delay:g}s, "
           f"{args.rounds} drills per mode, {elapsed:.0f}s in all\n")
-    print(f"| mode | drills | recovered | median detect | detect / interval | median recover | recover / interval | max recover |")
+    print("| mode | drills | recovered | median detect | detect / interval | median recover | recover / interval | max recover |")
     print("|---|---|---|---|---|---|---|---|")
     for mode in demo.options.modes:
         drills = [d for d in demo.timeline.drills if d.mode == mode]

@@ -48,7 +48,7 @@ def main() -> int:
     latency = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M))
     rate = re.search(r"Requests/sec:\s+(\S+)", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
-    print(f"| scrapers | seconds | scrapes/s | p50 | p90 | p99 | errors | exporter CPU | exporter RSS |")
+    print("| scrapers | seconds | scrapes/s | p50 | p90 | p99 | errors | exporter CPU | exporter RSS |")
     print("|---|---|---|---|---|---|---|---|---|")
     print(f"| {args.connections} | {args.seconds} | {rate.group(1) if rate else '?'} | {latency.get('50')} "
           f"| {latency.get('90')} | {latency.get('99')} | {errors.group(0) if errors else 'none'} "

@@ -411,11 +411,11 @@ def demo(once_, interval, throttle_delay, chaos_every, chaos_modes, listen, side
     failed probe, recovery link called, first good order, time to detect and to recover.
     """
     setup_logging(log_level)
-    _incident_store(incident_dir)  # a bad directory is a usage error, before anything starts
+    store = _incident_store(incident_dir)  # a bad directory is a usage error, before anything starts
     app = Demo(DemoOptions(interval=interval, throttle_delay=throttle_delay,
                            chaos_every=chaos_every, modes=chaos_modes, listen=listen,
-                           sidecar_listen=sidecar_listen, incident_dir=incident_dir,
-                           drill_timeout=drill_timeout), sys.stdout)
+                           sidecar_listen=sidecar_listen, drill_timeout=drill_timeout),
+               sys.stdout, store)
     _stop_on_signals(app.stop_event)
     app.start()
     try:

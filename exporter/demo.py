@@ -132,14 +132,14 @@ class DemoOptions:
     modes: tuple[str, ...] = ("fail", "throttle", "badjwt")
     listen: tuple[str, int] = ("127.0.0.1", 9816)
     sidecar_listen: tuple[str, int] = ("127.0.0.1", 9817)
-    incident_dir: str | None = None
     drill_timeout: float = 30.0
 
 
 class Demo:
-    def __init__(self, options: DemoOptions, out: TextIO) -> None:
+    def __init__(self, options: DemoOptions, out: TextIO, store: IncidentStore | None = None) -> None:
         self.options = options
         self.out = out
+        self.store = store or IncidentStore(None)  # where the sidecar writes incident records
         self.stop_event = threading.Event()
         self.timeline = Timeline(out, options.interval)
         self.simulator = Simulator(SimulatorOptions(throttle_delay=options.throttle_delay),
@@ -160,7 +160,7 @@ class Demo:
         self.sidecar = start_sidecar(
             config, options, o.sidecar_listen,
             self.stop_event, exporter_url=self.exporter.server.url(),
-            store=IncidentStore(o.incident_dir), listener=self.timeline.on_sidecar)
+            store=self.store, listener=self.timeline.on_sidecar)
         self.out.write(
             f"pizza-probe demo: a JWT Pizza simulator, the exporter and the self-healing sidecar\n"
             f"  service  {self.simulator.service_url}  (factory {self.simulator.factory_url})\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
+import logging
 import os
 import queue
 import threading
@@ -256,7 +257,8 @@ class Sidecar:
 
     def _record_attempt(self, incident: Incident, link: RecoveryLink, outcome: LinkOutcome) -> None:
         now, mono = self.clock.time(), self.clock.monotonic()
-        called = outcome.result not in ("dry_run",) and not (
+        # a dry run calls nothing; a refusal calls nothing unless it came from a redirect answer
+        called = outcome.result != "dry_run" and not (
             outcome.result == "refused" and outcome.status is None)
         if outcome.result != "error":
             self._handled_links.add(link)  # each link once; a network error may be retried
@@ -274,7 +276,7 @@ class Sidecar:
         incident.note(now, f"recovery link {'called' if called else 'not called'}: "
                            f"{outcome.result}" + (f" ({outcome.detail})" if outcome.detail else ""))
         self.metrics.attempts.labels(outcome.result).inc()
-        level = 30 if outcome.result in ("refused", "error", "unresolved") else 20
+        level = logging.WARNING if outcome.result in ("refused", "error", "unresolved") else logging.INFO
         self.log.log(level, "recovery attempt", extra={"fields": {
             "incident": incident.id, "result": outcome.result, "detail": outcome.detail,
             "status": outcome.status, "link": link.redacted}})

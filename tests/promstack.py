@@ -44,17 +44,29 @@ class Daemon(Managed):
         poll(ready, timeout=30, what=f"{os.path.basename(args[0])} to be ready")
 
 
-class Prometheus(Daemon):
+class ConfiguredServer(Daemon):
+    """A Prometheus-family server on a free loopback port, its config written from a dict,
+    its data under tmp_path, ready once /-/ready answers."""
+
+    binary = ""
+    storage_flag = ""
+    extra_flags: tuple[str, ...] = ()
+
     def __init__(self, tmp_path, config: dict) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config_path = tmp_path / "prometheus.yml"
+        config_path = tmp_path / f"{self.binary}.yml"
         config_path.write_text(yaml.safe_dump(config))
         super().__init__([
-            binary("prometheus"), f"--config.file={config_path}",
-            f"--storage.tsdb.path={tmp_path / 'prometheus-data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-        ], tmp_path / "prometheus.log", self.url + "/-/ready")
+            binary(self.binary), f"--config.file={config_path}",
+            f"{self.storage_flag}={tmp_path / f'{self.binary}-data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}", *self.extra_flags,
+        ], tmp_path / f"{self.binary}.log", self.url + "/-/ready")
+
+
+class Prometheus(ConfiguredServer):
+    binary = "prometheus"
+    storage_flag = "--storage.tsdb.path"
 
     def query(self, expr: str) -> list:
         answer = requests.get(self.url + "/api/v1/query", params={"query": expr}, timeout=10).json()
@@ -67,18 +79,10 @@ class Prometheus(Daemon):
         return [a for a in data if a["labels"].get("alertname") == name]
 
 
-class Alertmanager(Daemon):
-    def __init__(self, tmp_path, config: dict) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config_path = tmp_path / "alertmanager.yml"
-        config_path.write_text(yaml.safe_dump(config))
-        super().__init__([
-            binary("prometheus-alertmanager"), f"--config.file={config_path}",
-            f"--storage.path={tmp_path / 'alertmanager-data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--cluster.listen-address=",  # no gossip port on every interface
-        ], tmp_path / "alertmanager.log", self.url + "/-/ready")
+class Alertmanager(ConfiguredServer):
+    binary = "prometheus-alertmanager"
+    storage_flag = "--storage.path"
+    extra_flags = ("--cluster.listen-address=",)  # no gossip port on every interface
 
 
 def shipped_alertmanager_config(sidecar_url: str, token_file: str, humans_url: str,
