@@ -80,6 +80,8 @@ class _DeadlineAdapter(HTTPAdapter):
 class PizzaClient:
     def __init__(self, config: ProbeConfig, session: requests.Session | None = None) -> None:
         self.config = config
+        # A monotonic time no request may outlast (a scrape's time budget); None: no budget.
+        self.deadline: float | None = None
         self.session = session or requests.Session()
         self.session.trust_env = False  # no proxies or .netrc credentials picked up by accident
         self._sockets = _SocketTracker()
@@ -112,6 +114,11 @@ class PizzaClient:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         started = time.monotonic()
+        if self.deadline is not None:
+            left = self.deadline - started
+            if left <= 0:
+                raise StepFailure("timeout", "the probe's time budget ran out")
+            timeout = min(timeout, left)
         deadline_hit = threading.Event()
 
         def cut() -> None:

@@ -107,6 +107,7 @@ class ProbeConfig:
     slow_threshold: float = 10.0
     max_body_bytes: int = 1 << 20
     user_agent: str = f"pizza-probe/{__version__}"
+    read_only: bool = False  # health, login, menu, franchises, logout: no order is placed
 
     def __post_init__(self) -> None:
         parse_http_url(self.service_url, name="service-url")

@@ -2,12 +2,17 @@
 
 health -> login -> menu -> franchises -> order -> verify -> logout. The journey succeeds only if
 every step answered as documented, the pizza JWT verified at the factory, and the order answer
-carried no chaos link. Logout is attempted after any failure once a token exists.
+carried no chaos link. Logout is attempted after any failure once a token exists. A read-only
+configuration skips the order and its verification.
+
+A ``budget`` (a Prometheus scrape's timeout, as the blackbox exporter uses it) bounds the whole
+journey; a little of it is kept back so that logout can still run after a step used up the rest.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Callable, TypeVar
 
 import requests
@@ -19,6 +24,13 @@ from .redact import RecoveryLink
 from .result import JourneyResult, StepFailure, StepResult
 
 T = TypeVar("T")
+
+# Seconds of a journey's budget kept for logout (at most a quarter of the budget).
+LOGOUT_RESERVE = 1.0
+
+
+class _ReadOnlyDone(Exception):
+    """A read-only journey has read the menu and franchises: on to logout."""
 
 
 class _Steps:
@@ -50,6 +62,7 @@ def run_journey(
     *,
     clock: Clock | None = None,
     session: requests.Session | None = None,
+    budget: float | None = None,
 ) -> JourneyResult:
     """Run one journey against ``config.service_url``; never raises for a failing target."""
     clock = clock or SystemClock()
@@ -60,11 +73,16 @@ def run_journey(
     link: RecoveryLink | None = None
     token: str | None = None
     with PizzaClient(config, session) as client:
+        if budget is not None:
+            end = time.monotonic() + budget
+            client.deadline = end - min(LOGOUT_RESERVE, budget / 4)
         try:
             version = steps.run("health", client.health)
             token = steps.run("login", client.login)
             item = steps.run("menu", lambda: client.cheapest_menu_item(token))
             store = steps.run("franchises", lambda: client.first_store(token))
+            if config.read_only:
+                raise _ReadOnlyDone
             try:
                 answer = steps.run("order", lambda: client.order(token, store, item))
             except StepFailure as failure:
@@ -75,8 +93,10 @@ def run_journey(
             steps.run("verify", lambda: client.verify(answer.jwt))
             if link is not None:
                 _judge_link(steps, order_seconds, config.slow_threshold)
-        except StepFailure:
+        except (StepFailure, _ReadOnlyDone):
             pass
+        if budget is not None:
+            client.deadline = end
         if token is not None:
             try:
                 steps.run("logout", lambda: client.logout(token))
