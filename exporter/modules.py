@@ -1,0 +1,271 @@
+"""The modules file (``--config.file``): how to probe, per module, and which targets ``/probe``
+may be pointed at. Reloadable: :class:`ModulesSource` swaps in a new file only if it is valid.
+
+A module is a :class:`ProbeConfig` without its target, plus a minimum interval per target. The
+file never holds a password: a module names an environment variable or a file to read it from.
+Every error is one line naming the file and the key, and never quotes a value that may be secret.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import threading
+import time
+from typing import Any, Callable, Iterable, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+
+from .config import ConfigError, ProbeConfig, parse_duration, parse_http_url, read_secret_file
+from .logs import get_logger
+
+DEFAULT_MODULE = "default"
+DEFAULT_MIN_INTERVAL = 10.0
+MAX_TARGET_LENGTH = 512
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_MODULE_KEYS = ("factory_url", "email", "password_env", "password_file", "timeout",
+                "order_timeout", "slow_threshold", "min_interval", "read_only")
+_TOP_KEYS = ("modules", "targets", "allowed_target_patterns")
+
+
+@dataclasses.dataclass(frozen=True)
+class Module:
+    """How to probe a target: a :class:`ProbeConfig` whose service URL is filled in per target."""
+
+    name: str
+    probe: ProbeConfig
+    min_interval: float = DEFAULT_MIN_INTERVAL
+
+    def config_for(self, target: str) -> ProbeConfig:
+        return dataclasses.replace(self.probe, service_url=target)
+
+    def describe(self) -> str:
+        """One line of the module's settings; the password shows as ``<secret>``."""
+        p = self.probe
+        return (f"{self.name}: factory_url={p.factory_url} email={p.email} password=<secret> "
+                f"timeout={p.timeout:g}s order_timeout={p.order_timeout:g}s "
+                f"slow_threshold={p.slow_threshold:g}s min_interval={self.min_interval:g}s "
+                f"read_only={'true' if p.read_only else 'false'}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Modules:
+    """One loaded modules file (or the flags alone): modules, named targets, target patterns."""
+
+    modules: Mapping[str, Module]
+    targets: frozenset[str] = frozenset()
+    patterns: tuple[re.Pattern, ...] = ()
+    source: str | None = None
+
+    def allows(self, target: str, also: Iterable[str] = ()) -> bool:
+        """Whether ``/probe`` may probe ``target`` (a normalized URL)."""
+        if target in self.targets or target in also:
+            return True
+        return any(pattern.fullmatch(target) for pattern in self.patterns)
+
+
+def normalize_target(text: str, *, name: str = "target") -> str:
+    """A target URL as it is compared and probed: checked by :func:`parse_http_url`, with the
+    scheme and host in lower case and no trailing slash."""
+    if len(text) > MAX_TARGET_LENGTH:
+        raise ConfigError(f"{name}: longer than {MAX_TARGET_LENGTH} characters")
+    url = parse_http_url(text, name=name)
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, "", ""))
+
+
+def flags_module(config: ProbeConfig) -> Module:
+    """The module the probe flags describe; it is ``default`` unless the file names one."""
+    return Module(DEFAULT_MODULE, config)
+
+
+def parse_modules(text: str, *, source: str = "config.file",
+                  default: ProbeConfig | None = None,
+                  environ: Mapping[str, str] | None = None, base_dir: str = ".") -> Modules:
+    """Parse a modules file's text; raise :class:`ConfigError` with a one-line message.
+    A relative ``password_file`` is read from ``base_dir`` (the file's own directory)."""
+    environ = os.environ if environ is None else environ
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "cannot parse"
+        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
+    if data is None:
+        data = {}
+    _require(isinstance(data, dict), source, "", "must be a mapping with the key 'modules'")
+    _no_unknown_keys(data, _TOP_KEYS, source, "")
+    modules_data = data.get("modules") or {}
+    _require(isinstance(modules_data, dict), source, "modules", "must map names to modules")
+    modules: dict[str, Module] = {}
+    if default is not None:
+        modules[DEFAULT_MODULE] = flags_module(default)
+    for name, body in modules_data.items():
+        _require(isinstance(name, str) and _MODULE_NAME.fullmatch(name) is not None, source,
+                 "modules", "module names are 1-64 letters, digits, '_', '.' or '-'")
+        modules[name] = _module(name, body, source, environ, base_dir)
+    targets = set()
+    for index, item in enumerate(_list(data, "targets", source)):
+        where = f"targets[{index}]"
+        _require(isinstance(item, str), source, where, "must be a URL")
+        targets.add(_wrap(normalize_target, source, where, item))
+    patterns = []
+    for index, item in enumerate(_list(data, "allowed_target_patterns", source)):
+        where = f"allowed_target_patterns[{index}]"
+        _require(isinstance(item, str) and item != "", source, where, "must be a regular expression")
+        try:
+            patterns.append(re.compile(item))
+        except re.error as exc:
+            raise ConfigError(f"{source}: {where}: not a valid regular expression: {exc.msg}") from None
+    return Modules(modules, frozenset(targets), tuple(patterns), source)
+
+
+def load_modules(path: str, *, default: ProbeConfig | None = None,
+                 environ: Mapping[str, str] | None = None) -> Modules:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read(1 << 20)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise ConfigError(f"config.file: cannot read {path!r}: {reason}") from None
+    return parse_modules(text, source=f"config.file {path}", default=default, environ=environ,
+                         base_dir=os.path.dirname(os.path.abspath(path)))
+
+
+def _module(name: str, body: Any, source: str, environ: Mapping[str, str],
+            base_dir: str) -> Module:
+    where = f"modules.{name}"
+    if body is None:
+        body = {}
+    _require(isinstance(body, dict), source, where, "must be a mapping of settings")
+    if "password" in body:
+        raise ConfigError(f"{source}: {where}.password: a password is never written in the file; "
+                          "use password_env (an environment variable) or password_file")
+    _no_unknown_keys(body, _MODULE_KEYS, source, where)
+    settings: dict[str, Any] = {}
+    for key in ("factory_url",):
+        if key in body:
+            settings[key] = _wrap(parse_http_url, source, f"{where}.{key}", _text(body[key]))
+    if "email" in body:
+        email = body["email"]
+        _require(isinstance(email, str) and email.strip() != "", source, f"{where}.email",
+                 "must be a non-empty string")
+        settings["email"] = email.strip()
+    for key in ("timeout", "order_timeout", "slow_threshold"):
+        if key in body:
+            settings[key] = _wrap(parse_duration, source, f"{where}.{key}", _text(body[key]))
+    if "read_only" in body:
+        _require(isinstance(body["read_only"], bool), source, f"{where}.read_only",
+                 "must be true or false")
+        settings["read_only"] = body["read_only"]
+    settings["password"] = _password(body, source, where, environ, base_dir)
+    min_interval = DEFAULT_MIN_INTERVAL
+    if "min_interval" in body:
+        min_interval = _wrap(lambda text, name: parse_duration(text, name=name, allow_zero=True),
+                             source, f"{where}.min_interval", _text(body["min_interval"]))
+    try:
+        probe = ProbeConfig(**settings)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {where}: {exc}") from None
+    return Module(name, probe, min_interval)
+
+
+def _password(body: dict, source: str, where: str, environ: Mapping[str, str],
+              base_dir: str) -> str:
+    if "password_env" in body and "password_file" in body:
+        raise ConfigError(f"{source}: {where}: give password_env or password_file, not both")
+    if "password_env" in body:
+        var = body["password_env"]
+        _require(isinstance(var, str) and var != "", source, f"{where}.password_env",
+                 "must name an environment variable")
+        value = environ.get(var)
+        if not value:
+            raise ConfigError(f"{source}: {where}.password_env: environment variable {var} "
+                              "is not set or empty")
+        return value
+    if "password_file" in body:
+        path = body["password_file"]
+        _require(isinstance(path, str) and path != "", source, f"{where}.password_file",
+                 "must be a path")
+        path = os.path.join(base_dir, os.path.expanduser(path))
+        return _wrap(lambda p, name: read_secret_file(p, name=name), source,
+                     f"{where}.password_file", path)
+    return ProbeConfig.password
+
+
+def _text(value: Any) -> str:
+    return "" if value is None or isinstance(value, bool) else str(value)
+
+
+def _wrap(parser: Callable[..., Any], source: str, where: str, value: str):
+    try:
+        return parser(value, name=where)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _require(ok: bool, source: str, where: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{source}: {where + ': ' if where else ''}{message}")
+
+
+def _no_unknown_keys(data: dict, known: tuple[str, ...], source: str, where: str) -> None:
+    for key in data:
+        if key not in known:
+            label = f"{where}.{key}" if where else str(key)
+            raise ConfigError(f"{source}: {label}: unknown key (known: {', '.join(known)})")
+
+
+def _list(data: dict, key: str, source: str) -> list:
+    value = data.get(key) or []
+    _require(isinstance(value, list), source, key, "must be a list")
+    return value
+
+
+class ModulesSource:
+    """The modules in force: the flags' ``default`` module, and the file's once loaded. ``reload``
+    swaps in the file's new text only if all of it is valid; the old modules stay otherwise."""
+
+    def __init__(self, path: str | None, default: ProbeConfig, *,
+                 environ: Mapping[str, str] | None = None) -> None:
+        self.path = path
+        self.default = default
+        self.environ = environ
+        self.listeners: list[Callable[[bool], None]] = []  # told of each reload's outcome
+        self._lock = threading.Lock()
+        self._current = self._load()  # a broken file at start-up is a usage error
+        self.last_success = time.time()
+
+    def _load(self) -> Modules:
+        if self.path is None:
+            return Modules({DEFAULT_MODULE: flags_module(self.default)})
+        return load_modules(self.path, default=self.default, environ=self.environ)
+
+    @property
+    def current(self) -> Modules:
+        return self._current
+
+    def reload(self) -> None:
+        """Read the file again. If it is broken, log why, keep the old modules and raise
+        :class:`ConfigError`."""
+        log = get_logger()
+        with self._lock:
+            try:
+                modules = self._load()
+            except ConfigError as exc:
+                log.error("config reload failed; keeping the modules in force",
+                          extra={"fields": {"error": str(exc)}})
+                self._tell(False)
+                raise
+            self._current = modules
+            self.last_success = time.time()
+            log.info("config reloaded", extra={"fields": {
+                "file": self.path, "modules": ",".join(sorted(modules.modules))}})
+            self._tell(True)
+
+    def _tell(self, ok: bool) -> None:
+        for listener in self.listeners:
+            listener(ok)
