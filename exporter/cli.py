@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 import threading
 
 import click
+from click.core import ParameterSource
 from prometheus_client import CollectorRegistry
 
 from . import __version__
@@ -23,6 +25,7 @@ from .handoff import ProbeReport
 from .incident import IncidentStore
 from .journey import run_journey
 from .logs import setup_logging
+from .modules import ModulesSource, normalize_target
 from .recovery import LinkPolicy, parse_allow_entry
 from .report import render_json, render_recovery, render_text
 from .runtime import start_exporter, start_sidecar
@@ -175,6 +178,7 @@ def cli() -> None:
       pizza-probe demo                   # everything, on the built-in simulator
       pizza-probe once --service-url http://localhost:3000
       pizza-probe serve --interval 15s --listen :9816
+      pizza-probe serve --config.file modules.yml   # /probe?target=URL&module=NAME
       pizza-probe sidecar --exporter-url http://127.0.0.1:9816 --incident-dir incidents
     """
 
@@ -215,35 +219,103 @@ def once(as_json: bool, recover: bool, allow_hosts, incident_dir, dry_run, kill_
     return EXIT_OK if incident.status == "resolved" else EXIT_FAILED
 
 
+_TARGET_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def parse_target(text: str) -> tuple[str, str]:
+    """``NAME=URL`` of ``serve --target``: a name for the ``target`` label, and the service URL."""
+    name, sep, url = text.partition("=")
+    name = name.strip()
+    if not sep or not _TARGET_NAME.fullmatch(name):
+        raise ConfigError("target: use NAME=URL, NAME being 1-64 letters, digits, '_', '.', "
+                          "':' or '-' (for example prod=https://pizza-service.example.com)")
+    return name, normalize_target(url.strip(), name="target")
+
+
 @cli.command()
 @probe_options
 @click.option("--interval", envvar="PIZZA_PROBE_INTERVAL", type=DURATION, default="15s",
               show_default=True, show_envvar=True,
               help="Time between journey starts; a journey that outlasts it delays the next.")
-@listen_option(":9816", "PIZZA_PROBE_LISTEN", "/metrics, /healthz and /")
+@listen_option(":9816", "PIZZA_PROBE_LISTEN", "/metrics, /probe, /-/reload, /healthz and /")
 @click.option("--handoff-token", envvar="PIZZA_PROBE_HANDOFF_TOKEN", show_envvar=True,
               help="Shared with the sidecar: it reads journeys and their chaos links from "
                    "/recovery/latest with this token. Without one, only loopback clients may.")
+@click.option("--target", "targets", multiple=True, metavar="NAME=URL",
+              type=_Parsed("NAME=URL", parse_target), envvar="PIZZA_PROBE_TARGETS",
+              show_envvar=True,
+              help="Probe this service every --interval (repeatable; the variable takes a "
+                   "space-separated list). Its metrics carry target=NAME. Replaces --service-url.")
+@click.option("--config.file", "config_file", envvar="PIZZA_PROBE_CONFIG_FILE", show_envvar=True,
+              metavar="PATH",
+              help="Modules file (YAML) for /probe: modules, targets, allowed_target_patterns. "
+                   "Reloaded on SIGHUP and POST /-/reload. With it and without --service-url or "
+                   "--target, no journey is scheduled: Prometheus drives /probe.")
+@click.option("--module", "module", envvar="PIZZA_PROBE_MODULE", default="default",
+              show_default=True, show_envvar=True,
+              help="The module of the scheduled journeys; 'default' is made of the flags "
+                   "above unless the modules file has one.")
+@click.option("--probe.max-concurrent-journeys", "max_concurrent", type=click.IntRange(min=1),
+              default=32, show_default=True, envvar="PIZZA_PROBE_MAX_CONCURRENT_JOURNEYS",
+              show_envvar=True,
+              help="Most /probe journeys at once; past it /probe answers 503.")
 @logging_options
-def serve(interval: float, listen: tuple[str, int], handoff_token: str | None, log_level: str,
+def serve(interval: float, listen: tuple[str, int], handoff_token: str | None, targets,
+          config_file: str | None, module: str, max_concurrent: int, log_level: str,
           log_format: str, **kwargs) -> int:
-    """Run a journey every --interval and serve /metrics.
+    """Run a journey every --interval, serve /metrics, and /probe for many targets.
 
-    Stops cleanly within a second on SIGTERM or Ctrl-C, even in the middle of an order.
+    \b
+    One target (the default): --service-url, metrics without a target label.
+    Static targets: --target NAME=URL (repeatable), metrics labelled target=NAME.
+    Fleet mode: Prometheus scrapes /probe?target=URL&module=NAME, one journey (gauges in a
+    registry of their own) per scrape, &debug=true for a readable log. /probe accepts only the
+    scheduled targets, the modules file's targets and its allowed_target_patterns; a refused
+    target gets 400 and no request.
+
+    Stops cleanly within a second on SIGTERM or Ctrl-C, even in the middle of an order;
+    SIGHUP reloads --config.file.
     """
+    ctx = click.get_current_context()
+    explicit = ctx.get_parameter_source("service_url") in (
+        ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    if targets and explicit:
+        raise ConfigError("give either --service-url or --target, not both")
+    if len({name for name, _ in targets}) != len(targets):
+        raise ConfigError("target: each NAME may be given once")
     config = _config_from(kwargs)
     log = setup_logging(log_level, log_format)
+    modules = ModulesSource(config_file, config)
+    if targets:
+        scheduled = list(targets)
+    elif config_file and not explicit:
+        scheduled = []
+    else:
+        scheduled = None
     stop = threading.Event()
     _stop_on_signals(stop)
     exporter = start_exporter(config, interval, listen, handoff_token=handoff_token or None,
-                              log=log)
+                              log=log, modules=modules, targets=scheduled, module=module,
+                              max_concurrent=max_concurrent)
+    if config_file:
+        signal.signal(signal.SIGHUP, lambda signum, frame: _reload(modules))
+    described = (config.service_url if scheduled is None else
+                 ",".join(name for name, _ in scheduled) or "none (/probe only)")
     log.info("listening", extra={"fields": {
-        "address": f"{listen[0]}:{exporter.server.port}", "service_url": config.service_url,
+        "address": f"{listen[0]}:{exporter.server.port}", "targets": described,
+        "module": module, "modules": ",".join(sorted(modules.current.modules)),
         "interval_seconds": interval, "version": __version__}})
     stop.wait()
     log.info("stopping")
     exporter.stop()
     return EXIT_OK
+
+
+def _reload(modules: ModulesSource) -> None:
+    try:
+        modules.reload()
+    except ConfigError:
+        pass  # logged; the modules in force stay
 
 
 @cli.command()

@@ -80,11 +80,24 @@ def journey_fields(result: JourneyResult) -> dict:
 
 
 class JourneyLogger:
-    """An observer that writes one line per journey."""
+    """An observer that writes one line per journey, with ``fields`` (a target's name) first."""
+
+    def __init__(self, logger: logging.Logger | None = None, fields: dict | None = None) -> None:
+        self.logger = logger or get_logger()
+        self.fields = fields or {}
+
+    def __call__(self, result: JourneyResult) -> None:
+        level = logging.INFO if result.success else logging.WARNING
+        self.logger.log(level, "journey",
+                        extra={"fields": {**self.fields, **journey_fields(result)}})
+
+
+class ProbeLogger:
+    """An observer of ``/probe``'s new journeys: the journey's line, with target and module."""
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.logger = logger or get_logger()
 
-    def __call__(self, result: JourneyResult) -> None:
-        level = logging.INFO if result.success else logging.WARNING
-        self.logger.log(level, "journey", extra={"fields": journey_fields(result)})
+    def __call__(self, answer) -> None:
+        JourneyLogger(self.logger, {"target": answer.target, "module": answer.module.name})(
+            answer.result)

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import functools
 import threading
+from typing import Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 
 from . import __version__
 from .result import JourneyResult
@@ -16,59 +19,71 @@ JOURNEY_BUCKETS = STEP_BUCKETS + (90, 120)
 
 
 class ProbeMetrics:
-    """Turns each :class:`JourneyResult` into metric updates (``record`` is an observer)."""
+    """Turns each :class:`JourneyResult` into metric updates (``record`` is an observer).
 
-    def __init__(self, registry: CollectorRegistry, *, version: str = __version__) -> None:
+    With ``targets`` (``serve --target NAME=URL``) every journey metric carries a ``target``
+    label and :meth:`recorder` gives each target its observer; without, the names and labels
+    are exactly those of the single-target exporter."""
+
+    def __init__(self, registry: CollectorRegistry, *, version: str = __version__,
+                 targets: Sequence[str] | None = None) -> None:
         self._lock = threading.Lock()
-        self._consecutive = 0
+        self._labeled = targets is not None
+        self._consecutive: dict[str | None, int] = {}
+        self._target_version: dict[str | None, str] = {}
+        extra = ["target"] if self._labeled else []
         self.orders = Counter(
             "pizza_probe_orders",
             "Synthetic order journeys by result; every journey counts once, whatever step failed.",
-            ["result"],
+            extra + ["result"],
             registry=registry,
         )
-        for result in ("success", "failure"):
-            self.orders.labels(result)
         self.failures = Counter(
             "pizza_probe_failures",
             "Failed journeys by the step that failed and the documented reason.",
-            ["step", "reason"],
+            extra + ["step", "reason"],
             registry=registry,
         )
         self.step_duration = Histogram(
             "pizza_probe_step_duration_seconds",
             "Duration of each journey step, failed steps included.",
-            ["step"],
+            extra + ["step"],
             buckets=STEP_BUCKETS,
             registry=registry,
         )
         self.duration = Histogram(
             "pizza_probe_duration_seconds",
             "Duration of the whole journey, login to logout.",
+            extra,
             buckets=JOURNEY_BUCKETS,
             registry=registry,
         )
         self.success = Gauge(
-            "pizza_probe_success", "1 if the last journey succeeded, else 0.", registry=registry
+            "pizza_probe_success", "1 if the last journey succeeded, else 0.", extra,
+            registry=registry,
         )
         self.consecutive_failures = Gauge(
             "pizza_probe_consecutive_failures",
             "Failed journeys in a row; 0 after a success.",
+            extra,
             registry=registry,
         )
         self.chaos_link_seen = Gauge(
             "pizza_probe_chaos_link_seen",
             "1 if the last order answer carried a chaos-ending link, else 0.",
+            extra,
             registry=registry,
         )
         self.last_run = Gauge(
             "pizza_probe_last_run_timestamp_seconds",
             "When the last journey started, seconds since the epoch.",
+            extra,
             registry=registry,
         )
         self.last_success = Gauge(
             "pizza_probe_last_success_timestamp_seconds",
             "When the last successful journey started, seconds since the epoch; 0 if none yet.",
+            extra,
             registry=registry,
         )
         build_info = Gauge(
@@ -78,28 +93,98 @@ class ProbeMetrics:
         self.target_info = Gauge(
             "pizza_probe_target_info",
             "The target service's version from GET /, value 1.",
-            ["version"],
+            extra + ["version"],
             registry=registry,
         )
-        self._target_version: str | None = None
+        for target in targets if self._labeled else [None]:
+            for result in ("success", "failure"):
+                self._child(self.orders, target, result)
+            if self._labeled:  # the unlabeled gauges exist from the start; these per target
+                for gauge in (self.success, self.consecutive_failures, self.chaos_link_seen,
+                              self.last_run, self.last_success):
+                    self._child(gauge, target)
 
-    def record(self, result: JourneyResult) -> None:
+    def _child(self, metric, target: str | None, *values: str):
+        labels = ((target,) if self._labeled else ()) + values
+        return metric.labels(*labels) if labels else metric
+
+    def recorder(self, target: str) -> Callable[[JourneyResult], None]:
+        """The observer of one named target's journeys."""
+        return lambda result: self.record(result, target)
+
+    def record(self, result: JourneyResult, target: str | None = None) -> None:
+        if self._labeled != (target is not None):
+            raise ValueError("record a target's journey through recorder(target)")
+        child = functools.partial(self._child, target=target)
         with self._lock:
-            self.orders.labels("success" if result.success else "failure").inc()
+            self._child(self.orders, target, "success" if result.success else "failure").inc()
             if not result.success:
-                self.failures.labels(result.failed_step, result.reason).inc()
+                self._child(self.failures, target, result.failed_step, result.reason).inc()
             for step in result.steps:
-                self.step_duration.labels(step.name).observe(step.duration)
-            self.duration.observe(result.duration)
-            self._consecutive = 0 if result.success else self._consecutive + 1
-            self.consecutive_failures.set(self._consecutive)
-            self.success.set(1 if result.success else 0)
-            self.chaos_link_seen.set(1 if result.chaos_link is not None else 0)
-            self.last_run.set(result.started_at)
+                self._child(self.step_duration, target, step.name).observe(step.duration)
+            child(self.duration).observe(result.duration)
+            consecutive = 0 if result.success else self._consecutive.get(target, 0) + 1
+            self._consecutive[target] = consecutive
+            child(self.consecutive_failures).set(consecutive)
+            child(self.success).set(1 if result.success else 0)
+            child(self.chaos_link_seen).set(1 if result.chaos_link is not None else 0)
+            child(self.last_run).set(result.started_at)
             if result.success:
-                self.last_success.set(result.started_at)
+                child(self.last_success).set(result.started_at)
             version = result.target_version
-            if version is not None and version != self._target_version:
-                self.target_info.clear()
-                self.target_info.labels(version).set(1)
-                self._target_version = version
+            old = self._target_version.get(target)
+            if version is not None and version != old:
+                if old is not None:
+                    self.target_info.remove(*((target,) if self._labeled else ()), old)
+                self._child(self.target_info, target, version).set(1)
+                self._target_version[target] = version
+
+
+class JourneyCollector:
+    """The metrics of one journey, for the registry of one ``/probe`` request (the blackbox
+    exporter's model). Gauges only: every scrape is a new journey, or the last one again."""
+
+    def __init__(self, result: JourneyResult, age: float = 0.0) -> None:
+        self.result = result
+        self.age = age
+
+    def collect(self):
+        r = self.result
+        yield GaugeMetricFamily("pizza_probe_success", "1 if the journey succeeded, else 0.",
+                                value=1 if r.success else 0)
+        yield GaugeMetricFamily("pizza_probe_duration_seconds",
+                                "Duration of the whole journey, login to logout.", value=r.duration)
+        steps = GaugeMetricFamily("pizza_probe_step_duration_seconds",
+                                  "Duration of each step of the journey, failed steps included.",
+                                  labels=["step"])
+        for step in r.steps:
+            steps.add_metric([step.name], step.duration)
+        yield steps
+        failure = GaugeMetricFamily("pizza_probe_failure_info",
+                                    "The step that failed and the documented reason, value 1; "
+                                    "absent after a success.", labels=["step", "reason"])
+        if not r.success:
+            failure.add_metric([r.failed_step or "", r.reason or ""], 1)
+        yield failure
+        yield GaugeMetricFamily("pizza_probe_chaos_link_seen",
+                                "1 if the order answer carried a chaos-ending link, else 0.",
+                                value=1 if r.chaos_link is not None else 0)
+        yield GaugeMetricFamily("pizza_probe_last_run_timestamp_seconds",
+                                "When the journey started, seconds since the epoch.",
+                                value=r.started_at)
+        yield GaugeMetricFamily("pizza_probe_result_age_seconds",
+                                "Seconds since the journey answered here ended: 0 for a new "
+                                "journey, more for one reused within the module's min_interval.",
+                                value=self.age)
+        info = GaugeMetricFamily("pizza_probe_target_info",
+                                 "The target service's version from GET /, value 1.",
+                                 labels=["version"])
+        if r.target_version is not None:
+            info.add_metric([r.target_version], 1)
+        yield info
+
+
+def journey_registry(result: JourneyResult, age: float = 0.0) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(JourneyCollector(result, age))
+    return registry

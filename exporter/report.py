@@ -63,3 +63,25 @@ def render_recovery(incident, incident_dir: str | None) -> str:
     if incident_dir:
         lines.append(f"incident record: {incident_dir}/{incident.id}.md")
     return "\n".join(lines)
+
+
+def render_probe_debug(answer, metrics_text: str) -> str:
+    """``/probe?debug=true``: the journey as ``once`` prints it, the module (password hidden)
+    and the metrics the same request without ``debug`` answers. Links are redacted."""
+    how = {
+        "journey": "a new journey",
+        "cached": f"the last journey again, {answer.age:.1f}s old (within min_interval "
+                  f"{answer.module.min_interval:g}s)",
+        "joined": "the journey that was already running for this target",
+    }[answer.outcome]
+    return "\n".join([
+        f"target: {answer.target}",
+        f"module: {answer.module.describe()}",
+        f"answer: {how}",
+        "",
+        render_text(answer.result, answer.target),
+        "",
+        "metrics:",
+        metrics_text.rstrip("\n"),
+        "",
+    ])

@@ -6,19 +6,23 @@ import dataclasses
 import functools
 import random
 import threading
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client import (CollectorRegistry, GCCollector, Gauge, PlatformCollector,
+                               ProcessCollector)
 
 from .alertmanager import Deduper
-from .config import ProbeConfig
+from .config import ConfigError, ProbeConfig
+from .fleet import FleetMetrics, ProbeService
 from .handoff import ExporterFeed, LatestJourney
 from .httpserver import BackgroundServer
 from .incident import IncidentStore
 from .journey import run_journey
-from .logs import JourneyLogger
+from .logs import JourneyLogger, ProbeLogger, get_logger
 from .metrics import ProbeMetrics
+from .modules import DEFAULT_MODULE, ModulesSource
 from .recovery import LinkPolicy
+from .result import JourneyResult
 from .scheduler import Observer, ProbeLoop
 from .sidecar import RecoveryMetrics, Sidecar, SidecarOptions
 from .sidecar_web import sidecar_server
@@ -35,35 +39,85 @@ def process_registry() -> CollectorRegistry:
 
 @dataclasses.dataclass
 class Exporter:
-    loop: ProbeLoop
+    loops: list[ProbeLoop]
     server: BackgroundServer
     latest: LatestJourney
-    thread: threading.Thread | None = None
+    modules: ModulesSource
+    fleet: ProbeService
+    threads: list[threading.Thread] = dataclasses.field(default_factory=list)
 
     def stop(self) -> None:
-        self.loop.stop()
+        for loop in self.loops:
+            loop.stop()
         self.server.stop()
-        if self.thread is not None:
-            self.thread.join(timeout=0.5)  # a journey mid-order is abandoned: a daemon thread
+        for thread in self.threads:
+            thread.join(timeout=0.5)  # a journey mid-order is abandoned: a daemon thread
 
 
 def start_exporter(config: ProbeConfig, interval: float, listen: tuple[str, int], *,
                    handoff_token: str | None = None, observers: Iterable[Observer] = (),
-                   log=None) -> Exporter:
+                   log=None, modules: ModulesSource | None = None,
+                   targets: Sequence[tuple[str, str]] | None = None,
+                   module: str = DEFAULT_MODULE, max_concurrent: int = 32) -> Exporter:
+    """The exporter: scheduled journeys every ``interval`` and ``/probe`` for Prometheus.
+
+    ``targets`` None: one journey loop against ``config.service_url``, metrics without a
+    ``target`` label (and the sidecar's hand-off). A list of (name, URL): a loop per target,
+    metrics labelled ``target=name``; an empty list: ``/probe`` alone. The scheduled journeys
+    use ``module`` from ``modules`` (default: the flags' ``config``), looked up anew each time
+    so a reload reaches them."""
+    log = log or get_logger()
+    modules = modules or ModulesSource(None, config)
+    if module not in modules.current.modules:
+        raise ConfigError(f"module: no module {module!r} "
+                          f"(known: {', '.join(sorted(modules.current.modules))})")
     registry = process_registry()
-    metrics = ProbeMetrics(registry)
+    if modules.path is not None:
+        ReloadMetrics(registry, modules)
     history = History()
     latest = LatestJourney()
-    loop = ProbeLoop(
-        functools.partial(run_journey, config),
-        interval,
-        [metrics.record, history, latest, JourneyLogger(log), *observers],
-        rng=random.Random(),
-    )
-    server = exporter_server(*listen, registry, history, latest, handoff_token).start()
-    exporter = Exporter(loop, server, latest)
-    exporter.thread = loop.start()
+    scheduled = [("", config.service_url)] if targets is None else list(targets)
+    metrics = ProbeMetrics(registry, targets=None if targets is None else
+                           [name for name, _ in scheduled])
+    loops = []
+    for index, (name, url) in enumerate(scheduled):
+        if targets is None:
+            per_target = [metrics.record, history, latest, JourneyLogger(log)]
+        else:
+            per_target = [metrics.recorder(name), history.of(name),
+                          JourneyLogger(log, {"target": name})]
+        loops.append(ProbeLoop(
+            functools.partial(_scheduled_journey, modules, module, url),
+            interval, [*per_target, *observers], rng=random.Random(),
+            start_delay=interval * index / len(scheduled)))
+    fleet = ProbeService(modules, static_targets=[url for _, url in scheduled],
+                         max_concurrent=max_concurrent, metrics=FleetMetrics(registry),
+                         observers=[history.probe, ProbeLogger(log)])
+    server = exporter_server(*listen, registry, history, latest, handoff_token, fleet,
+                             modules.reload if modules.path is not None else None).start()
+    exporter = Exporter(loops, server, latest, modules, fleet)
+    exporter.threads = [loop.start() for loop in loops]
     return exporter
+
+
+def _scheduled_journey(modules: ModulesSource, module: str, url: str) -> JourneyResult:
+    current = modules.current.modules.get(module) or modules.current.modules[DEFAULT_MODULE]
+    return run_journey(current.config_for(url))
+
+
+class ReloadMetrics:
+    """``pizza_probe_config_last_reload_*``, as Prometheus and the blackbox exporter name them."""
+
+    def __init__(self, registry: CollectorRegistry, modules: ModulesSource) -> None:
+        self.successful = Gauge("pizza_probe_config_last_reload_successful",
+                                "1 if the last reload of --config.file worked, else 0.",
+                                registry=registry)
+        self.successful.set(1)
+        timestamp = Gauge("pizza_probe_config_last_reload_success_timestamp_seconds",
+                          "When --config.file was last loaded, seconds since the epoch.",
+                          registry=registry)
+        timestamp.set_function(lambda: modules.last_success)
+        modules.listeners.append(lambda ok: self.successful.set(1 if ok else 0))
 
 
 @dataclasses.dataclass

@@ -26,6 +26,7 @@ class ProbeLoop:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         max_jitter: float | None = None,
+        start_delay: float = 0.0,
     ) -> None:
         self.run_journey = run
         self.interval = interval
@@ -33,6 +34,7 @@ class ProbeLoop:
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
         self.max_jitter = min(1.0, interval * 0.1) if max_jitter is None else max_jitter
+        self.start_delay = start_delay  # staggers many targets' loops across the interval
         self._stop = threading.Event()
         self.journeys = 0
 
@@ -59,6 +61,7 @@ class ProbeLoop:
         return result
 
     def run_forever(self, max_journeys: int | None = None) -> None:
+        self._stop.wait(self.start_delay)
         while not self._stop.is_set():
             started = self.clock.monotonic()
             self.run_once()

@@ -1,5 +1,6 @@
-"""The exporter's HTTP endpoints: ``/metrics``, ``/healthz`` and a ``/`` page that links them
-and shows the last journeys (redacted), like the blackbox exporter's recent probes."""
+"""The exporter's HTTP endpoints: ``/metrics``, ``/healthz``, ``/probe`` (fleet mode),
+``POST /-/reload`` and a ``/`` page that links them and shows the last journeys (redacted), like
+the blackbox exporter's recent probes."""
 
 from __future__ import annotations
 
@@ -8,55 +9,92 @@ import datetime
 import html
 import json
 import threading
-from urllib.parse import parse_qs, urlsplit
+from typing import Callable
+from urllib.parse import parse_qs, quote, urlsplit
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder, generate_latest
 
 from . import __version__
+from .config import ConfigError
+from .fleet import ProbeAnswer, ProbeRefused, ProbeService
 from .handoff import HANDOFF_PATH, LatestJourney, handoff_allowed
 from .httpserver import BackgroundServer, QuietHandler
+from .logs import get_logger
+from .metrics import journey_registry
+from .report import render_probe_debug
 from .result import JourneyResult
+
+PROBE_PATH = "/probe"
+RELOAD_PATH = "/-/reload"
+# Taken off Prometheus' scrape timeout so the answer is back before Prometheus gives up.
+SCRAPE_TIMEOUT_OFFSET = 0.5
 
 
 class History:
-    """An observer that keeps the last ``size`` journey results for the debug view."""
+    """An observer that keeps the last ``size`` journeys for the debug view: the scheduled
+    ones (``history(result)``, or ``history.of(name)`` per named target) and ``/probe``'s."""
 
     def __init__(self, size: int = 20) -> None:
-        self._items: collections.deque[JourneyResult] = collections.deque(maxlen=size)
+        self._items: collections.deque[tuple[str, str, JourneyResult]] = \
+            collections.deque(maxlen=size)
         self._lock = threading.Lock()
 
-    def __call__(self, result: JourneyResult) -> None:
+    def __call__(self, result: JourneyResult, target: str = "", module: str = "") -> None:
         with self._lock:
-            self._items.append(result)
+            self._items.append((target, module, result))
+
+    def of(self, target: str) -> Callable[[JourneyResult], None]:
+        return lambda result: self(result, target)
+
+    def probe(self, answer: ProbeAnswer) -> None:
+        self(answer.result, answer.target, answer.module.name)
 
     def latest(self) -> list[JourneyResult]:
+        return [result for _, _, result in self.entries()]
+
+    def entries(self) -> list[tuple[str, str, JourneyResult]]:
         with self._lock:
             return list(reversed(self._items))
 
 
-def _status_page(history: History | None) -> bytes:
+def _status_page(history: History | None, fleet: bool) -> bytes:
     rows = []
-    for result in history.latest() if history else []:
+    for target, module, result in history.entries() if history else []:
         when = datetime.datetime.fromtimestamp(result.started_at, datetime.timezone.utc)
         outcome = "success" if result.success else f"failure at {result.failed_step}: {result.reason}"
         link = result.chaos_link.redacted if result.chaos_link else ""
-        rows.append(
-            "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in (
-                when.strftime("%Y-%m-%d %H:%M:%S UTC"), outcome, f"{result.duration:.3f}s",
-                result.detail, link,
-            )) + "</tr>"
-        )
+        cells = [html.escape(str(cell)) for cell in (
+            target, when.strftime("%Y-%m-%d %H:%M:%S UTC"), outcome, f"{result.duration:.3f}s",
+            result.detail, link)]
+        if module:  # a /probe journey: link its debug view (a new journey, or the cached one)
+            href = f"{PROBE_PATH}?target={quote(target, safe='')}&module={quote(module)}&debug=true"
+            cells[0] = f"<a href='{html.escape(href)}'>{cells[0]}</a> ({html.escape(module)})"
+        rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
     table = (
-        "<table border=1 cellpadding=4><tr><th>started</th><th>result</th><th>duration</th>"
-        "<th>detail</th><th>chaos link</th></tr>" + "".join(rows) + "</table>"
+        "<table border=1 cellpadding=4><tr><th>target</th><th>started</th><th>result</th>"
+        "<th>duration</th><th>detail</th><th>chaos link</th></tr>" + "".join(rows) + "</table>"
         if rows else "<p>No journey has finished yet.</p>"
     )
+    probe = (f" &middot; <code>{PROBE_PATH}?target=URL&amp;module=NAME[&amp;debug=true]</code>"
+             if fleet else "")
     return (
         "<!doctype html><html><head><title>pizza-probe</title></head><body>"
         f"<h1>pizza-probe {html.escape(__version__)}</h1>"
-        "<p><a href='/metrics'>Metrics</a> &middot; <a href='/healthz'>Health</a></p>"
+        f"<p><a href='/metrics'>Metrics</a> &middot; <a href='/healthz'>Health</a>{probe}</p>"
         f"<h2>Recent journeys</h2>{table}</body></html>"
     ).encode()
+
+
+def _scrape_budget(headers) -> float | None:
+    """The journey's time budget from Prometheus' ``X-Prometheus-Scrape-Timeout-Seconds``."""
+    try:
+        timeout = float(headers.get("X-Prometheus-Scrape-Timeout-Seconds", ""))
+    except ValueError:
+        return None
+    if not 0 < timeout < 1e6:
+        return None
+    return max(timeout - SCRAPE_TIMEOUT_OFFSET, timeout / 2)
 
 
 def _number(query: dict, name: str, default: float) -> float:
@@ -68,7 +106,10 @@ def _number(query: dict, name: str, default: float) -> float:
 
 
 def make_handler(registry: CollectorRegistry, history: History | None = None,
-                 latest: LatestJourney | None = None, handoff_token: str | None = None):
+                 latest: LatestJourney | None = None, handoff_token: str | None = None,
+                 fleet: ProbeService | None = None, reload: Callable[[], None] | None = None):
+    text = "text/plain; charset=utf-8"
+
     class ExporterHandler(QuietHandler):
         def _handoff(self, query: dict) -> None:
             if latest is None:
@@ -85,28 +126,68 @@ def make_handler(registry: CollectorRegistry, history: History | None = None,
                     self.send_body(200, json.dumps(report.to_json()).encode(), "application/json",
                                    {"Cache-Control": "no-store"})
 
+        def _probe(self, query: dict) -> None:
+            def first(name: str) -> str | None:
+                return query.get(name, [None])[0]
+
+            try:
+                answer = fleet.probe(first("target"), first("module"),
+                                     budget=_scrape_budget(self.headers))
+            except ProbeRefused as exc:
+                get_logger().debug("probe refused", extra={"fields": {"why": exc.message}})
+                self.send_body(exc.status, f"{exc.message}\n".encode(), text)
+                return
+            probe_registry = journey_registry(answer.result, answer.age)
+            if (first("debug") or "").lower() == "true":
+                page = render_probe_debug(answer, generate_latest(probe_registry).decode())
+                self.send_body(200, page.encode(), text)
+            else:
+                encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+                self.send_body(200, encoder(probe_registry), content_type)
+
         def do_GET(self) -> None:  # noqa: N802
             parts = urlsplit(self.path)
             path = parts.path
             if path == HANDOFF_PATH:
                 self._handoff(parse_qs(parts.query))
+            elif path == PROBE_PATH and fleet is not None:
+                self._probe(parse_qs(parts.query))
+            elif path == RELOAD_PATH:
+                self._not_allowed("POST")
             else:
-                self.send_standard_page(path, registry, lambda: _status_page(history))
+                self.send_standard_page(path, registry,
+                                        lambda: _status_page(history, fleet is not None))
 
         do_HEAD = do_GET
 
-        def _not_allowed(self) -> None:
-            self.close_connection = True  # the request body is not read
-            self.send_body(405, b"method not allowed\n", "text/plain; charset=utf-8",
-                           {"Allow": "GET, HEAD", "Connection": "close"})
+        def do_POST(self) -> None:  # noqa: N802
+            if urlsplit(self.path).path != RELOAD_PATH:
+                self._not_allowed()
+                return
+            self.close_connection = True  # the request body, if any, is not read
+            if reload is None:
+                self.send_body(200, b"no --config.file: nothing to reload\n", text)
+                return
+            try:
+                reload()
+            except ConfigError as exc:
+                self.send_body(500, f"failed to reload config: {exc}\n".encode(), text)
+                return
+            self.send_body(200, b"config reloaded\n", text)
 
-        do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed
+        def _not_allowed(self, allow: str = "GET, HEAD") -> None:
+            self.close_connection = True  # the request body is not read
+            self.send_body(405, b"method not allowed\n", text,
+                           {"Allow": allow, "Connection": "close"})
+
+        do_PUT = do_DELETE = do_PATCH = _not_allowed
 
     return ExporterHandler
 
 
 def exporter_server(host: str, port: int, registry: CollectorRegistry,
                     history: History | None = None, latest: LatestJourney | None = None,
-                    handoff_token: str | None = None) -> BackgroundServer:
-    handler = make_handler(registry, history, latest, handoff_token)
+                    handoff_token: str | None = None, fleet: ProbeService | None = None,
+                    reload: Callable[[], None] | None = None) -> BackgroundServer:
+    handler = make_handler(registry, history, latest, handoff_token, fleet, reload)
     return BackgroundServer(host, port, handler, name="exporter-http")

@@ -55,6 +55,11 @@ BAD = {
     "incident_dir": ["{file}/incidents"],
     "email": [" "],
     "host": ["ftp://x:99999", "factory.example:99999", "http://x:99999", "bad host!", "host:0"],
+    "NAME=URL": ["noequals", "=http://x", "a b=http://x", "prod=ftp://x", "prod=http://", "x" * 65
+                 + "=http://x", "prod=http://x/" + "a" * 600],
+    "config_file": ["{missing}", "{directory}", "{latin1}", "{bad_yaml}", "{unknown_key}",
+                    "{inline_password}", "{bad_pattern}", "{missing_password_env}"],
+    "module": ["nope"],
 }
 ENV_ONLY = {"flag": ["maybe"]}  # a boolean flag's environment variable: not a boolean
 # A zero duration is valid here ("no delay").
@@ -127,8 +132,15 @@ def paths(tmp_path):
     (tmp_path / "latin1").write_bytes(b"caf\xe9\n")
     (tmp_path / "blank_first_line").write_text(f"\n{SECRET}\n")
     (tmp_path / "password").write_text(f"{SECRET}\n")
-    return {name: str(tmp_path / name) for name in
-            ("file", "directory", "empty", "latin1", "blank_first_line", "password", "missing")}
+    (tmp_path / "bad_yaml").write_text(f"modules: [\n  password: {SECRET}\n")
+    (tmp_path / "unknown_key").write_text("modules:\n  default:\n    timeot: 10s\n")
+    (tmp_path / "inline_password").write_text(f"modules:\n  default:\n    password: {SECRET}\n")
+    (tmp_path / "bad_pattern").write_text("allowed_target_patterns: ['https://(']\n")
+    (tmp_path / "missing_password_env").write_text(
+        "modules:\n  default:\n    password_env: PIZZA_TEST_UNSET_PASSWORD\n")
+    names = ("file", "directory", "empty", "latin1", "blank_first_line", "password", "missing",
+             "bad_yaml", "unknown_key", "inline_password", "bad_pattern", "missing_password_env")
+    return {name: str(tmp_path / name) for name in names}
 
 
 @pytest.fixture
@@ -237,6 +249,9 @@ SECRET_NEXT_TO_BAD_VALUE = [
     (["serve"], {"PIZZA_PROBE_PASSWORD": SECRET, "PIZZA_PROBE_PASSWORD_FILE": "{password}"}),
     (["sidecar", "--password-file", "{password}"], {"PIZZA_PROBE_PASSWORD": SECRET}),
     (["once", "--password", SECRET], {"PIZZA_PROBE_PASSWORD_FILE": "{password}"}),
+    (["serve", "--config.file", "{inline_password}"], {}),
+    (["serve", "--config.file", "{bad_yaml}"], {}),
+    (["serve", "--target", f"prod=http://user:{SECRET}@host"], {}),
 ]
 
 
