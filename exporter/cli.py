@@ -413,9 +413,13 @@ CHAOS_MODE_LIST = _Parsed("modes", _modes)
               help="Every answer of the service and the factory waits this long (a slow shop).")
 @click.option("--vendor-key", envvar="PIZZA_SIM_VENDOR_KEY", show_envvar=True,
               help="The key that switches chaos [default: random, printed at start].")
+@click.option("--extra-ports", type=click.IntRange(min=0, max=1000), default=0, show_default=True,
+              help="Also serve the same shop on this many ports after --listen's (a fleet of "
+                   "targets for /probe; --listen needs a fixed port).")
 @logging_options
 def simulate(listen, factory_listen, chaos, throttle_delay, chaos_every, chaos_modes, link_key,
-             link_form, franchise_shape, monkey, delay, vendor_key, log_level, log_format) -> int:
+             link_form, franchise_shape, monkey, delay, vendor_key, extra_ports, log_level,
+             log_format) -> int:
     """Serve a JWT Pizza service and its factory, with every chaos mode, on loopback.
 
     \b
@@ -435,14 +439,19 @@ def simulate(listen, factory_listen, chaos, throttle_delay, chaos_every, chaos_m
         franchise_shape=franchise_shape, vendor_key=vendor_key, chaos=chaos, monkey=monkey,
         delay=delay),
         on_event=on_event)
-    simulator.start(listen, factory_listen)
+    if extra_ports and (listen[1] == 0 or listen[1] + extra_ports > 65535):
+        raise ConfigError("extra-ports: --listen needs a fixed port with room for the extra "
+                          "ports after it")
+    also = [(listen[0], listen[1] + n) for n in range(1, extra_ports + 1)]
+    simulator.start(listen, factory_listen, also)
     stop = threading.Event()
     _stop_on_signals(stop)
     if chaos_every:
         simulator.start_schedule(chaos_every, list(chaos_modes))
     click.echo(f"JWT Pizza simulator\n  service     {simulator.service_url}\n"
                f"  factory     {simulator.factory_url}\n"
-               f"  vendor key  {simulator.factory.vendor_key}  (switches chaos)\n"
+               + (f"  also on     ports {also[0][1]}-{also[-1][1]} (the same shop)\n" if also else "")
+               + f"  vendor key  {simulator.factory.vendor_key}  (switches chaos)\n"
                f"  try: pizza-probe once --service-url {simulator.service_url} "
                f"--factory-url {simulator.factory_url}")
     log.info("listening", extra={"fields": {"address": f"{listen[0]}:{simulator.servers[0].port}",

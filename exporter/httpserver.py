@@ -3,11 +3,12 @@ simulator and (later) the sidecar."""
 
 from __future__ import annotations
 
+import selectors
 import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import Callable, Sequence
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -68,6 +69,50 @@ class BackgroundServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class MultiServer:
+    """Many listening addresses, one handler, one accepting thread: a fleet of targets for
+    tests and benchmarks without a thread per address. Each connection gets its own thread."""
+
+    def __init__(self, addresses: Sequence[tuple[str, int]],
+                 handler: type[BaseHTTPRequestHandler], *, name: str = "http-multi") -> None:
+        self.servers: list[_Server] = []
+        try:
+            for host, port in addresses:
+                self.servers.append(BackgroundServer(host, port, handler, name=name).server)
+        except ConfigError:
+            self._close()
+            raise
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, name=name, daemon=True)
+
+    def urls(self) -> list[str]:
+        return [f"http://{host}:{port}" for host, port, *_ in
+                (server.server_address for server in self.servers)]
+
+    def start(self) -> "MultiServer":
+        if self.servers:
+            self.thread.start()
+        return self
+
+    def _serve(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            for server in self.servers:
+                selector.register(server, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                for key, _ in selector.select(0.05):
+                    key.fileobj._handle_request_noblock()
+
+    def _close(self) -> None:
+        for server in self.servers:
+            server.server_close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=2)
+        self._close()
 
 
 class QuietHandler(BaseHTTPRequestHandler):

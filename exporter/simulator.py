@@ -19,10 +19,10 @@ import re
 import secrets
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 from urllib.parse import parse_qs, urlsplit
 
-from .httpserver import BackgroundServer, QuietHandler
+from .httpserver import BackgroundServer, MultiServer, QuietHandler
 
 CHAOS_MODES = ("fail", "throttle", "badjwt")
 # The 200 key selects a fork age; the 500 key follows from it (see the API contract).
@@ -76,6 +76,9 @@ class SimulatorOptions:
     chaos: str | None = None
     monkey: bool = False
     delay: float = 0.0  # every answer of the service and the factory waits this long
+    # The factory's JWT signing key. Simulators given the same key verify each other's pizzas,
+    # as the one real factory verifies every student's: many services, one factory URL.
+    signing_key: bytes | None = None
 
 
 class Factory:
@@ -86,7 +89,7 @@ class Factory:
         self.options = options
         self.api_key = secrets.token_hex(16)  # the student's key, embedded in every link
         self.vendor_key = options.vendor_key or secrets.token_hex(16)  # switches chaos
-        self._secret = secrets.token_bytes(32)
+        self._secret = options.signing_key or secrets.token_bytes(32)
         self._lock = threading.Lock()
         self._mode: str | None = None
         self._fix_code = ""
@@ -371,6 +374,7 @@ class Simulator:
         self.factory = Factory(self.options, self._event)
         self.service = PizzaService(self.options, self.factory)
         self.servers: list[BackgroundServer] = []
+        self.fleet: MultiServer | None = None
         # (method, route) -> requests answered by the service; for tests and benchmarks
         self.requests: collections.Counter = collections.Counter()
         self._schedule: threading.Thread | None = None
@@ -381,18 +385,27 @@ class Simulator:
             listener(name, fields)
 
     def start(self, listen: tuple[str, int] = ("127.0.0.1", 3000),
-              factory_listen: tuple[str, int] = ("127.0.0.1", 3001)) -> "Simulator":
+              factory_listen: tuple[str, int] = ("127.0.0.1", 3001),
+              also_listen: Sequence[tuple[str, int]] = ()) -> "Simulator":
+        """Listen and serve. ``also_listen``: more addresses of the same shop (one thread for
+        all of them), so one simulator can stand in for a fleet of targets."""
         delay = self.options.delay
         factory_server = BackgroundServer(
             *factory_listen, _make_handler(self._factory_routes(), delay=delay), name="sim-factory")
+        service_handler = _make_handler(self._service_routes(), self.requests, delay)
         try:
-            service_server = BackgroundServer(
-                *listen, _make_handler(self._service_routes(), self.requests, delay),
-                name="sim-service")
+            service_server = BackgroundServer(*listen, service_handler, name="sim-service")
         except Exception:
             factory_server.server.server_close()
             raise
+        try:
+            self.fleet = MultiServer(also_listen, service_handler, name="sim-fleet")
+        except Exception:
+            factory_server.server.server_close()
+            service_server.server.server_close()
+            raise
         self.factory.base_url = factory_server.url()
+        self.fleet.start()
         self.servers = [service_server.start(), factory_server.start()]
         if self.options.chaos:
             self.factory.set_chaos(self.options.chaos)
@@ -419,10 +432,17 @@ class Simulator:
         self._schedule = threading.Thread(target=loop, name="sim-chaos-schedule", daemon=True)
         self._schedule.start()
 
+    @property
+    def fleet_urls(self) -> list[str]:
+        """The service URLs of ``also_listen``, in order."""
+        return self.fleet.urls() if self.fleet else []
+
     def stop(self) -> None:
         self.factory.shutdown.set()
         for server in self.servers:
             server.stop()
+        if self.fleet:
+            self.fleet.stop()
 
     # --- routes ------------------------------------------------------------------------------
 
