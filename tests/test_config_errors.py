@@ -62,8 +62,8 @@ BAD = {
     "module": ["nope"],
 }
 ENV_ONLY = {"flag": ["maybe"]}  # a boolean flag's environment variable: not a boolean
-# A zero duration is valid here ("no delay").
-ZERO_ALLOWED = {("simulate", "delay")}
+# Zero is valid here: no delay, no extra ports.
+ZERO_ALLOWED = {("simulate", "delay"), ("simulate", "extra_ports")}
 # Options with no invalid value: any string is a valid password, token or path.
 UNVALIDATED = {
     "password": "any string is a password",
@@ -103,7 +103,7 @@ def _argv(command: str, param: click.Parameter, value: str) -> list[str]:
 def _values(command: str, param: click.Parameter) -> list[str]:
     kind = _kind(param)
     values = list(BAD.get(kind, []))
-    if kind == "duration" and (command, param.name) in ZERO_ALLOWED:
+    if kind in ("duration", "int") and (command, param.name) in ZERO_ALLOWED:
         values.remove("0")
     return values
 
