@@ -285,7 +285,7 @@ def serve(interval: float, listen: tuple[str, int], handoff_token: str | None, t
         raise ConfigError("target: each NAME may be given once")
     config = _config_from(kwargs)
     log = setup_logging(log_level, log_format)
-    modules = ModulesSource(config_file, config)
+    modules = ModulesSource(config_file, config, required=[module])
     if targets:
         scheduled = list(targets)
     elif config_file and not explicit:

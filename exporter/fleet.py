@@ -81,7 +81,7 @@ class ProbeService:
                  run: Callable[..., JourneyResult] = run_journey,
                  observers: Iterable[Callable[[ProbeAnswer], None]] = ()) -> None:
         self.modules = modules
-        self.static_targets = frozenset(static_targets)
+        self.static_targets = frozenset(normalize_target(url) for url in static_targets)
         self.metrics = metrics or FleetMetrics(CollectorRegistry())
         self.clock = clock or SystemClock()
         self.run = run

@@ -230,10 +230,11 @@ class ModulesSource:
     swaps in the file's new text only if all of it is valid; the old modules stay otherwise."""
 
     def __init__(self, path: str | None, default: ProbeConfig, *,
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None, required: Iterable[str] = ()) -> None:
         self.path = path
         self.default = default
         self.environ = environ
+        self.required = tuple(required)  # modules the scheduled journeys use: a file must keep them
         self.listeners: list[Callable[[bool], None]] = []  # told of each reload's outcome
         self._lock = threading.Lock()
         self._current = self._load()  # a broken file at start-up is a usage error
@@ -241,8 +242,14 @@ class ModulesSource:
 
     def _load(self) -> Modules:
         if self.path is None:
-            return Modules({DEFAULT_MODULE: flags_module(self.default)})
-        return load_modules(self.path, default=self.default, environ=self.environ)
+            modules = Modules({DEFAULT_MODULE: flags_module(self.default)})
+        else:
+            modules = load_modules(self.path, default=self.default, environ=self.environ)
+        for name in self.required:
+            if name not in modules.modules:
+                raise ConfigError(f"module: no module {name!r} for the scheduled journeys "
+                                  f"(known: {', '.join(sorted(modules.modules))})")
+        return modules
 
     @property
     def current(self) -> Modules:

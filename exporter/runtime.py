@@ -67,10 +67,12 @@ def start_exporter(config: ProbeConfig, interval: float, listen: tuple[str, int]
     use ``module`` from ``modules`` (default: the flags' ``config``), looked up anew each time
     so a reload reaches them."""
     log = log or get_logger()
-    modules = modules or ModulesSource(None, config)
+    modules = modules or ModulesSource(None, config, required=[module])
     if module not in modules.current.modules:
-        raise ConfigError(f"module: no module {module!r} "
+        raise ConfigError(f"module: no module {module!r} for the scheduled journeys "
                           f"(known: {', '.join(sorted(modules.current.modules))})")
+    if targets != [] and module not in modules.required:
+        modules.required += (module,)  # a reload must keep the scheduled journeys' module
     registry = process_registry()
     if modules.path is not None:
         ReloadMetrics(registry, modules)
@@ -101,8 +103,7 @@ def start_exporter(config: ProbeConfig, interval: float, listen: tuple[str, int]
 
 
 def _scheduled_journey(modules: ModulesSource, module: str, url: str) -> JourneyResult:
-    current = modules.current.modules.get(module) or modules.current.modules[DEFAULT_MODULE]
-    return run_journey(current.config_for(url))
+    return run_journey(modules.current.modules[module].config_for(url))  # reload keeps it
 
 
 class ReloadMetrics:
