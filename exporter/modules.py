@@ -72,8 +72,8 @@ def normalize_target(text: str, *, name: str = "target") -> str:
     if len(text) > MAX_TARGET_LENGTH:
         raise ConfigError(f"{name}: longer than {MAX_TARGET_LENGTH} characters")
     url = parse_http_url(text, name=name)
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, "", ""))
+    parts = urlsplit(url)  # an empty '?' or '#' may hide a trailing slash from parse_http_url
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), "", ""))
 
 
 def flags_module(config: ProbeConfig) -> Module:
@@ -88,17 +88,19 @@ def parse_modules(text: str, *, source: str = "config.file",
     A relative ``password_file`` is read from ``base_dir`` (the file's own directory)."""
     environ = os.environ if environ is None else environ
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "cannot parse"
+        # PyYAML quotes the offending token (a tag, an alias): it may be a secret.
+        problem = _QUOTED.sub("'...'", getattr(exc, "problem", None) or "cannot parse")
         raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
     if data is None:
         data = {}
     _require(isinstance(data, dict), source, "", "must be a mapping with the key 'modules'")
     _no_unknown_keys(data, _TOP_KEYS, source, "")
-    modules_data = data.get("modules") or {}
+    modules_data = data.get("modules")
+    modules_data = {} if modules_data is None else modules_data
     _require(isinstance(modules_data, dict), source, "modules", "must map names to modules")
     modules: dict[str, Module] = {}
     if default is not None:
@@ -220,9 +222,31 @@ def _no_unknown_keys(data: dict, known: tuple[str, ...], source: str, where: str
 
 
 def _list(data: dict, key: str, source: str) -> list:
-    value = data.get(key) or []
+    value = data.get(key)
+    value = [] if value is None else value
     _require(isinstance(value, list), source, key, "must be a list")
     return value
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice (PyYAML would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, (str, int, float, bool)):
+                    continue  # an unhashable key is refused by the checks after loading
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, "a key is given twice", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
 
 class ModulesSource:
