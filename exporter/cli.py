@@ -414,8 +414,8 @@ CHAOS_MODE_LIST = _Parsed("modes", _modes)
 @click.option("--vendor-key", envvar="PIZZA_SIM_VENDOR_KEY", show_envvar=True,
               help="The key that switches chaos [default: random, printed at start].")
 @click.option("--extra-ports", type=click.IntRange(min=0, max=1000), default=0, show_default=True,
-              help="Also serve the same shop on this many ports after --listen's (a fleet of "
-                   "targets for /probe; --listen needs a fixed port).")
+              help="Also serve the same shop on this many ports after --listen's, skipping "
+                   "the factory's (a fleet of targets for /probe; --listen needs a fixed port).")
 @logging_options
 def simulate(listen, factory_listen, chaos, throttle_delay, chaos_every, chaos_modes, link_key,
              link_form, franchise_shape, monkey, delay, vendor_key, extra_ports, log_level,
@@ -439,10 +439,12 @@ def simulate(listen, factory_listen, chaos, throttle_delay, chaos_every, chaos_m
         franchise_shape=franchise_shape, vendor_key=vendor_key, chaos=chaos, monkey=monkey,
         delay=delay),
         on_event=on_event)
-    if extra_ports and (listen[1] == 0 or listen[1] + extra_ports > 65535):
+    ports = [port for port in range(listen[1] + 1, listen[1] + extra_ports + 2)
+             if (listen[0], port) != factory_listen][:extra_ports]
+    if extra_ports and (listen[1] == 0 or ports[-1] > 65535):
         raise ConfigError("extra-ports: --listen needs a fixed port with room for the extra "
                           "ports after it")
-    also = [(listen[0], listen[1] + n) for n in range(1, extra_ports + 1)]
+    also = [(listen[0], port) for port in ports]
     simulator.start(listen, factory_listen, also)
     stop = threading.Event()
     _stop_on_signals(stop)
@@ -450,7 +452,8 @@ def simulate(listen, factory_listen, chaos, throttle_delay, chaos_every, chaos_m
         simulator.start_schedule(chaos_every, list(chaos_modes))
     click.echo(f"JWT Pizza simulator\n  service     {simulator.service_url}\n"
                f"  factory     {simulator.factory_url}\n"
-               + (f"  also on     ports {also[0][1]}-{also[-1][1]} (the same shop)\n" if also else "")
+               + (f"  also on     {len(also)} ports, {also[0][1]}-{also[-1][1]} (the same shop)\n"
+                  if also else "")
                + f"  vendor key  {simulator.factory.vendor_key}  (switches chaos)\n"
                f"  try: pizza-probe once --service-url {simulator.service_url} "
                f"--factory-url {simulator.factory_url}")

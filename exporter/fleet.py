@@ -23,8 +23,6 @@ from .modules import DEFAULT_MODULE, Module, ModulesSource, normalize_target
 from .result import JourneyResult
 
 OUTCOMES = ("journey", "cached", "joined", "refused", "busy")
-# A request that joins a journey in flight waits at most this long past its own budget.
-JOIN_GRACE = 1.0
 
 
 class ProbeRefused(Exception):
@@ -133,7 +131,7 @@ class ProbeService:
                 done, outcome = threading.Event(), "journey"
                 entry.done, entry.started = done, now
         if outcome == "joined":
-            done.wait(None if budget is None else budget + JOIN_GRACE)
+            done.wait(budget)  # no longer than its own scrape allows
             with self._lock:
                 if entry.result is None:
                     self.metrics.probes.labels("busy").inc()

@@ -24,6 +24,7 @@ from .logs import get_logger
 DEFAULT_MODULE = "default"
 DEFAULT_MIN_INTERVAL = 10.0
 MAX_TARGET_LENGTH = 512
+MAX_FILE_BYTES = 16 << 20
 _MODULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _MODULE_KEYS = ("factory_url", "email", "password_env", "password_file", "timeout",
                 "order_timeout", "slow_threshold", "min_interval", "read_only")
@@ -129,10 +130,13 @@ def load_modules(path: str, *, default: ProbeConfig | None = None,
                  environ: Mapping[str, str] | None = None) -> Modules:
     try:
         with open(path, encoding="utf-8") as handle:
-            text = handle.read(1 << 20)
+            text = handle.read(MAX_FILE_BYTES + 1)
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise ConfigError(f"config.file: cannot read {path!r}: {reason}") from None
+    if len(text) > MAX_FILE_BYTES:
+        raise ConfigError(f"config.file {path}: larger than {MAX_FILE_BYTES >> 20} MiB; for "
+                          "large fleets use allowed_target_patterns rather than listing targets")
     return parse_modules(text, source=f"config.file {path}", default=default, environ=environ,
                          base_dir=os.path.dirname(os.path.abspath(path)))
 

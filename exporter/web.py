@@ -158,7 +158,11 @@ def make_handler(registry: CollectorRegistry, history: History | None = None,
                 self.send_standard_page(path, registry,
                                         lambda: _status_page(history, fleet is not None))
 
-        do_HEAD = do_GET
+        def do_HEAD(self) -> None:  # noqa: N802
+            if urlsplit(self.path).path == PROBE_PATH:
+                self._not_allowed("GET")  # a link checker's HEAD must not place an order
+            else:
+                self.do_GET()
 
         def do_POST(self) -> None:  # noqa: N802
             if urlsplit(self.path).path != RELOAD_PATH:
