@@ -209,7 +209,8 @@ class Demo:
         self.simulator.start_schedule(self.options.chaos_every, list(self.options.modes))
         self.out.write(f"breaking the factory every {self.options.chaos_every:g}s "
                        f"({', '.join(self.options.modes)}); Ctrl-C stops\n\n")
-        self.stop_event.wait()
+        while not self.stop_event.wait(0.5):  # wake so that signal handlers run (see cli)
+            pass
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -132,23 +132,24 @@ class ProbeService:
                 entry.done, entry.started = done, now
         if outcome == "joined":
             done.wait(budget)  # no longer than its own scrape allows
-            with self._lock:
+            with self._lock:  # its result, or the one before if it is still running
                 if entry.result is None:
                     self.metrics.probes.labels("busy").inc()
                     raise ProbeRefused(503, "this target's journey is still running")
                 return self._answer(url, module, entry, "joined", self.clock.monotonic())
         self.metrics.in_flight.inc()
+        result: JourneyResult | None = None
         try:
             result = self.run(module.config_for(url), clock=self.clock, budget=budget)
         finally:
             self.metrics.in_flight.dec()
             self._slots.release()
-            with self._lock:
+            with self._lock:  # the result is in place before any waiter wakes
                 entry.done = None
+                if result is not None:
+                    entry.result, entry.finished = result, self.clock.monotonic()
+                    answer = self._answer(url, module, entry, "journey", entry.finished)
             done.set()
-        with self._lock:
-            entry.result, entry.finished = result, self.clock.monotonic()
-            answer = self._answer(url, module, entry, "journey", entry.finished)
         for observer in self.observers:
             observer(answer)
         return answer

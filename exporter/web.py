@@ -169,15 +169,16 @@ def make_handler(registry: CollectorRegistry, history: History | None = None,
                 self._not_allowed()
                 return
             self.close_connection = True  # the request body, if any, is not read
+            close = {"Connection": "close"}
             if reload is None:
-                self.send_body(200, b"no --config.file: nothing to reload\n", text)
+                self.send_body(200, b"no --config.file: nothing to reload\n", text, close)
                 return
             try:
                 reload()
             except ConfigError as exc:
-                self.send_body(500, f"failed to reload config: {exc}\n".encode(), text)
+                self.send_body(500, f"failed to reload config: {exc}\n".encode(), text, close)
                 return
-            self.send_body(200, b"config reloaded\n", text)
+            self.send_body(200, b"config reloaded\n", text, close)
 
         def _not_allowed(self, allow: str = "GET, HEAD") -> None:
             self.close_connection = True  # the request body is not read
