@@ -84,6 +84,8 @@ def test_dashboard_is_importable():
     assert (source["name"], source["type"], source["pluginId"]) == ("DS_PROMETHEUS", "datasource", "prometheus")
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert "instance" in variables
+    # serve --target: a target variable filters the journey metrics; All matches no label too
+    assert (variables["target"]["includeAll"], variables["target"]["allValue"]) == (True, ".*")
     # provisioned from a file, a dashboard skips the import step that fills ${DS_PROMETHEUS}:
     # a data-source variable of that name resolves it there
     assert (variables["DS_PROMETHEUS"]["type"], variables["DS_PROMETHEUS"]["query"]) == ("datasource", "prometheus")
@@ -107,7 +109,9 @@ def test_dashboard_is_importable():
             if "pizza_recovery_" in expr:
                 assert '$sidecar' in expr, panel["title"]
             elif "pizza_probe" in expr:
-                assert '$instance' in expr, panel["title"]
+                assert '$instance' in expr and '$target' in expr, panel["title"]
+                assert "by (instance)" not in expr and "by (instance, job)" not in expr, \
+                    f"{panel['title']}: sums the targets of an exporter together"
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
     assert rows == ["Is it up?", "Is it fast?", "What broke?", "Did it heal?"]
     text = json.dumps(dashboard)

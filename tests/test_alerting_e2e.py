@@ -134,7 +134,8 @@ def test_every_rule_expression_runs_and_reads_live_series(stack, drill):
 def substitute(expr: str) -> str:
     for variable, replacement in (("$__rate_interval", "1m"), ("$__range", "1h"),
                                   ("$__interval", "15s"), ("${instance}", ".*"),
-                                  ("$instance", ".*"), ("${sidecar}", ".*"), ("$sidecar", ".*")):
+                                  ("$instance", ".*"), ("${sidecar}", ".*"), ("$sidecar", ".*"),
+                                  ("${target}", ".*"), ("$target", ".*")):
         expr = expr.replace(variable, replacement)
     return expr
 
