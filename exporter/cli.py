@@ -253,8 +253,8 @@ def parse_target(text: str) -> tuple[str, str]:
                    "--target, no journey is scheduled: Prometheus drives /probe.")
 @click.option("--module", "module", envvar="PIZZA_PROBE_MODULE", default="default",
               show_default=True, show_envvar=True,
-              help="The module of the scheduled journeys; 'default' is made of the flags "
-                   "above unless the modules file has one.")
+              help="The module of the scheduled journeys. Without --config.file there is one, "
+                   "'default', made of the flags above; with it, the file's modules.")
 @click.option("--probe.max-concurrent-journeys", "max_concurrent", type=click.IntRange(min=1),
               default=32, show_default=True, envvar="PIZZA_PROBE_MAX_CONCURRENT_JOURNEYS",
               show_envvar=True,
@@ -266,12 +266,12 @@ def serve(interval: float, listen: tuple[str, int], handoff_token: str | None, t
     """Run a journey every --interval, serve /metrics, and /probe for many targets.
 
     \b
-    One target (the default): --service-url, metrics without a target label.
+    One target (the default): --service-url, metrics without a target label, no /probe.
     Static targets: --target NAME=URL (repeatable), metrics labelled target=NAME.
-    Fleet mode: Prometheus scrapes /probe?target=URL&module=NAME, one journey (gauges in a
-    registry of their own) per scrape, &debug=true for a readable log. /probe accepts only the
-    scheduled targets, the modules file's targets and its allowed_target_patterns; a refused
-    target gets 400 and no request.
+    Fleet mode (--target or --config.file): Prometheus scrapes /probe?target=URL&module=NAME,
+    one journey (gauges in a registry of their own) per scrape, &debug=true for a readable log.
+    /probe accepts only the scheduled targets, the modules file's targets and its
+    allowed_target_patterns; a refused target gets 400 and no request. See docs/fleet.md.
 
     Stops cleanly within a second on SIGTERM or Ctrl-C, even in the middle of an order;
     SIGHUP reloads --config.file.
@@ -285,20 +285,20 @@ def serve(interval: float, listen: tuple[str, int], handoff_token: str | None, t
         raise ConfigError("target: each NAME may be given once")
     config = _config_from(kwargs)
     log = setup_logging(log_level, log_format)
-    modules = ModulesSource(config_file, config, required=[module])
     if targets:
         scheduled = list(targets)
     elif config_file and not explicit:
         scheduled = []
     else:
         scheduled = None
+    modules = ModulesSource(config_file, config, required=[module] if scheduled != [] else [])
     stop = threading.Event()
     _stop_on_signals(stop)
+    if config_file:  # before anything starts: an early SIGHUP must not kill the process
+        signal.signal(signal.SIGHUP, lambda signum, frame: _reload(modules))
     exporter = start_exporter(config, interval, listen, handoff_token=handoff_token or None,
                               log=log, modules=modules, targets=scheduled, module=module,
                               max_concurrent=max_concurrent)
-    if config_file:
-        signal.signal(signal.SIGHUP, lambda signum, frame: _reload(modules))
     described = (config.service_url if scheduled is None else
                  ",".join(name for name, _ in scheduled) or "none (/probe only)")
     log.info("listening", extra={"fields": {

@@ -23,6 +23,9 @@ from .modules import DEFAULT_MODULE, Module, ModulesSource, normalize_target
 from .result import JourneyResult
 
 OUTCOMES = ("journey", "cached", "joined", "refused", "busy")
+# Results kept for min_interval at most this many (module, target) pairs: a pattern may admit
+# any number of targets; past it the oldest finished ones go first.
+MAX_ENTRIES = 10_000
 
 
 class ProbeRefused(Exception):
@@ -162,12 +165,19 @@ class ProbeService:
         return ProbeAnswer(url, module, entry.result, outcome, age)
 
     def _sweep(self) -> None:
-        """Forget results past their min_interval (at most once a second): they will not be
-        answered again, and a fleet found by service discovery changes."""
+        """Forget results past their min_interval (at most once a second, or at once past
+        MAX_ENTRIES): they will not be answered again, and a fleet found by service discovery
+        changes. Past MAX_ENTRIES the oldest finished results go too."""
         now = self.clock.monotonic()
-        if now - self._last_sweep < 1.0:
+        if now - self._last_sweep < 1.0 and len(self._entries) < MAX_ENTRIES:
             return
         self._last_sweep = now
         for key, entry in list(self._entries.items()):
             if entry.done is None and now - entry.started >= key[0].min_interval:
+                del self._entries[key]
+        excess = len(self._entries) - MAX_ENTRIES + 1
+        if excess > 0:
+            finished = sorted((entry.started, id(key), key) for key, entry in self._entries.items()
+                              if entry.done is None)
+            for _, _, key in finished[:excess]:
                 del self._entries[key]

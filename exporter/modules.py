@@ -26,6 +26,7 @@ DEFAULT_MIN_INTERVAL = 10.0
 MAX_TARGET_LENGTH = 512
 MAX_FILE_BYTES = 16 << 20
 _MODULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _MODULE_KEYS = ("factory_url", "email", "password_env", "password_file", "timeout",
                 "order_timeout", "slow_threshold", "min_interval", "read_only")
 _TOP_KEYS = ("modules", "targets", "allowed_target_patterns")
@@ -67,23 +68,42 @@ class Modules:
         return any(pattern.fullmatch(target) for pattern in self.patterns)
 
 
+# What a target may look like, strictly: requests/urllib3 and urlsplit disagree on some URLs
+# (urllib3 ends the host at a backslash, urlsplit does not), and an allow-list pattern is only
+# as good as the host it is matched against. A host is a DNS name or an IP literal; a path is
+# plain segments. Anything else is refused rather than interpreted.
+_TARGET_HOST = re.compile(r"[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]")
+_TARGET_PATH = re.compile(r"(?:/[A-Za-z0-9._~-]*)*")
+
+
 def normalize_target(text: str, *, name: str = "target") -> str:
     """A target URL as it is compared and probed: checked by :func:`parse_http_url`, with the
-    scheme and host in lower case and no trailing slash."""
+    scheme and host in lower case, no trailing slash, and nothing in host or path that two URL
+    parsers could read differently."""
     if len(text) > MAX_TARGET_LENGTH:
         raise ConfigError(f"{name}: longer than {MAX_TARGET_LENGTH} characters")
+    if any(not " " < char < "\x7f" for char in text.strip()):  # urlsplit drops tabs silently
+        raise ConfigError(f"{name}: must not contain spaces, control or non-ASCII characters")
     url = parse_http_url(text, name=name)
     parts = urlsplit(url)  # an empty '?' or '#' may hide a trailing slash from parse_http_url
-    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), "", ""))
+    host, _, port = parts.netloc.lower().rpartition(":") if not parts.netloc.endswith("]") \
+        else (parts.netloc.lower(), "", "")
+    if not port.isdigit():
+        host, port = parts.netloc.lower(), ""
+    if not _TARGET_HOST.fullmatch(host) or ".." in host:
+        raise ConfigError(f"{name}: the host must be a DNS name or an IP address")
+    if not _TARGET_PATH.fullmatch(parts.path):
+        raise ConfigError(f"{name}: the path may hold only letters, digits and - . _ ~ /")
+    netloc = f"{host}:{port}" if port else host
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), "", ""))
 
 
 def flags_module(config: ProbeConfig) -> Module:
-    """The module the probe flags describe; it is ``default`` unless the file names one."""
+    """The module the probe flags describe: ``default``, when there is no modules file."""
     return Module(DEFAULT_MODULE, config)
 
 
 def parse_modules(text: str, *, source: str = "config.file",
-                  default: ProbeConfig | None = None,
                   environ: Mapping[str, str] | None = None, base_dir: str = ".") -> Modules:
     """Parse a modules file's text; raise :class:`ConfigError` with a one-line message.
     A relative ``password_file`` is read from ``base_dir`` (the file's own directory)."""
@@ -104,8 +124,6 @@ def parse_modules(text: str, *, source: str = "config.file",
     modules_data = {} if modules_data is None else modules_data
     _require(isinstance(modules_data, dict), source, "modules", "must map names to modules")
     modules: dict[str, Module] = {}
-    if default is not None:
-        modules[DEFAULT_MODULE] = flags_module(default)
     for name, body in modules_data.items():
         _require(isinstance(name, str) and _MODULE_NAME.fullmatch(name) is not None, source,
                  "modules", "module names are 1-64 letters, digits, '_', '.' or '-'")
@@ -126,8 +144,7 @@ def parse_modules(text: str, *, source: str = "config.file",
     return Modules(modules, frozenset(targets), tuple(patterns), source)
 
 
-def load_modules(path: str, *, default: ProbeConfig | None = None,
-                 environ: Mapping[str, str] | None = None) -> Modules:
+def load_modules(path: str, *, environ: Mapping[str, str] | None = None) -> Modules:
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read(MAX_FILE_BYTES + 1)
@@ -137,7 +154,7 @@ def load_modules(path: str, *, default: ProbeConfig | None = None,
     if len(text) > MAX_FILE_BYTES:
         raise ConfigError(f"config.file {path}: larger than {MAX_FILE_BYTES >> 20} MiB; for "
                           "large fleets use allowed_target_patterns rather than listing targets")
-    return parse_modules(text, source=f"config.file {path}", default=default, environ=environ,
+    return parse_modules(text, source=f"config.file {path}", environ=environ,
                          base_dir=os.path.dirname(os.path.abspath(path)))
 
 
@@ -185,8 +202,10 @@ def _password(body: dict, source: str, where: str, environ: Mapping[str, str],
         raise ConfigError(f"{source}: {where}: give password_env or password_file, not both")
     if "password_env" in body:
         var = body["password_env"]
-        _require(isinstance(var, str) and var != "", source, f"{where}.password_env",
-                 "must name an environment variable")
+        # Not echoed when it is no variable name: it may be the password, put in by mistake.
+        _require(isinstance(var, str) and _ENV_NAME.fullmatch(var) is not None, source,
+                 f"{where}.password_env", "must name an environment variable "
+                 "(letters, digits and '_', not starting with a digit)")
         value = environ.get(var)
         if not value:
             raise ConfigError(f"{source}: {where}.password_env: environment variable {var} "
@@ -254,8 +273,9 @@ _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
 
 class ModulesSource:
-    """The modules in force: the flags' ``default`` module, and the file's once loaded. ``reload``
-    swaps in the file's new text only if all of it is valid; the old modules stay otherwise."""
+    """The modules in force: without a file, ``default`` made of the probe flags; with one, the
+    file's modules. ``reload`` swaps in the file's new text only if all of it is valid; the old
+    modules stay otherwise."""
 
     def __init__(self, path: str | None, default: ProbeConfig, *,
                  environ: Mapping[str, str] | None = None, required: Iterable[str] = ()) -> None:
@@ -271,8 +291,10 @@ class ModulesSource:
     def _load(self) -> Modules:
         if self.path is None:
             modules = Modules({DEFAULT_MODULE: flags_module(self.default)})
-        else:
-            modules = load_modules(self.path, default=self.default, environ=self.environ)
+        else:  # the file's modules are all there are: no hidden one made of the flags
+            modules = load_modules(self.path, environ=self.environ)
+            if not modules.modules:
+                raise ConfigError(f"config.file {self.path}: defines no module (modules:)")
         for name in self.required:
             if name not in modules.modules:
                 raise ConfigError(f"module: no module {name!r} for the scheduled journeys "

@@ -43,7 +43,7 @@ class Exporter:
     server: BackgroundServer
     latest: LatestJourney
     modules: ModulesSource
-    fleet: ProbeService
+    fleet: ProbeService | None
     threads: list[threading.Thread] = dataclasses.field(default_factory=list)
 
     def stop(self) -> None:
@@ -67,12 +67,13 @@ def start_exporter(config: ProbeConfig, interval: float, listen: tuple[str, int]
     use ``module`` from ``modules`` (default: the flags' ``config``), looked up anew each time
     so a reload reaches them."""
     log = log or get_logger()
-    modules = modules or ModulesSource(None, config, required=[module])
-    if module not in modules.current.modules:
-        raise ConfigError(f"module: no module {module!r} for the scheduled journeys "
-                          f"(known: {', '.join(sorted(modules.current.modules))})")
-    if targets != [] and module not in modules.required:
-        modules.required += (module,)  # a reload must keep the scheduled journeys' module
+    modules = modules or ModulesSource(None, config)
+    if targets != []:  # journeys are scheduled: their module must exist, now and after reloads
+        if module not in modules.current.modules:
+            raise ConfigError(f"module: no module {module!r} for the scheduled journeys "
+                              f"(known: {', '.join(sorted(modules.current.modules))})")
+        if module not in modules.required:
+            modules.required += (module,)
     registry = process_registry()
     if modules.path is not None:
         ReloadMetrics(registry, modules)
@@ -92,9 +93,13 @@ def start_exporter(config: ProbeConfig, interval: float, listen: tuple[str, int]
             functools.partial(_scheduled_journey, modules, module, url),
             interval, [*per_target, *observers], rng=random.Random(),
             start_delay=interval * index / len(scheduled)))
-    fleet = ProbeService(modules, static_targets=[url for _, url in scheduled],
-                         max_concurrent=max_concurrent, metrics=FleetMetrics(registry),
-                         observers=[history.probe, ProbeLogger(log)])
+    # /probe exists in fleet mode only: with --target or a modules file. A one-target exporter
+    # keeps its old surface: nobody who reaches it can make it order more often.
+    fleet = None
+    if targets is not None or modules.path is not None:
+        fleet = ProbeService(modules, static_targets=[url for _, url in scheduled],
+                             max_concurrent=max_concurrent, metrics=FleetMetrics(registry),
+                             observers=[history.probe, ProbeLogger(log)])
     server = exporter_server(*listen, registry, history, latest, handoff_token, fleet,
                              modules.reload if modules.path is not None else None).start()
     exporter = Exporter(loops, server, latest, modules, fleet)

@@ -10,7 +10,7 @@ import html
 import json
 import threading
 from typing import Callable
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, generate_latest
@@ -67,9 +67,8 @@ def _status_page(history: History | None, fleet: bool) -> bytes:
         cells = [html.escape(str(cell)) for cell in (
             target, when.strftime("%Y-%m-%d %H:%M:%S UTC"), outcome, f"{result.duration:.3f}s",
             result.detail, link)]
-        if module:  # a /probe journey: link its debug view (a new journey, or the cached one)
-            href = f"{PROBE_PATH}?target={quote(target, safe='')}&module={quote(module)}&debug=true"
-            cells[0] = f"<a href='{html.escape(href)}'>{cells[0]}</a> ({html.escape(module)})"
+        if module:  # a /probe journey (no link: following one would place an order)
+            cells[0] += f" ({html.escape(module)})"
         rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
     table = (
         "<table border=1 cellpadding=4><tr><th>target</th><th>started</th><th>result</th>"
@@ -165,8 +164,10 @@ def make_handler(registry: CollectorRegistry, history: History | None = None,
                 self.do_GET()
 
         def do_POST(self) -> None:  # noqa: N802
-            if urlsplit(self.path).path != RELOAD_PATH:
-                self._not_allowed()
+            path = urlsplit(self.path).path
+            if path != RELOAD_PATH:
+                self._not_allowed("GET" if path == PROBE_PATH and fleet is not None
+                                  else "GET, HEAD")
                 return
             self.close_connection = True  # the request body, if any, is not read
             close = {"Connection": "close"}

@@ -11,14 +11,15 @@ and static targets; POST /-/reload and SIGHUP (a good file is picked up, a broke
 old modules); ``max_concurrent`` (503, ``busy``); the scrape-timeout budget; ``debug=true``;
 secrets never shown; promtool accepts the answers.
 
-Three tests marked "PRODUCT BUG:" fail on purpose until the product is fixed: a joined /probe
-request can miss the journey it waited for; the POST /-/reload answer closes its connection
-without saying so; serve can sleep through a SIGHUP that lands on a thread other than the main one.
+Three regression tests guard bugs these tests found (fixed): a joined /probe request could miss
+the journey it waited for; the POST /-/reload answer closed its connection without saying so;
+serve could sleep through a SIGHUP that landed on a thread other than the main one.
 """
 
 from __future__ import annotations
 
 import collections
+from dataclasses import replace as dataclasses_replace
 import ctypes
 import http.client
 import io
@@ -470,7 +471,7 @@ def test_reload_picks_up_a_changed_module_and_a_broken_file_keeps_the_old(
 
 
 def test_the_reload_answer_says_it_closes_the_connection(fleet, simulator):
-    # PRODUCT BUG: exporter/web.py do_POST sets ``self.close_connection = True`` (the request
+    # Regression (fixed): exporter/web.py do_POST set ``self.close_connection = True`` (the request
     # body is not read) but its answers (200 "config reloaded", 500 "failed to reload config",
     # 200 "nothing to reload") carry no ``Connection: close`` header, unlike ``_not_allowed``.
     # An HTTP/1.1 client keeps the connection for its next request, which then fails with
@@ -554,7 +555,7 @@ def test_sighup_reloads_the_modules_file_of_a_serve_process(simulator, processes
 
 
 def test_a_sighup_taken_by_another_thread_still_reloads(simulator, processes, tmp_path):
-    # PRODUCT BUG: exporter/cli.py serve ends in ``stop.wait()`` (no timeout). A process-directed
+    # Regression (fixed): exporter/cli.py serve ended in ``stop.wait()`` (no timeout). A process-directed
     # signal may be handed by the kernel to any thread; when it lands on another thread (here
     # the HTTP server's, chosen with tgkill), CPython only marks it pending and the main thread,
     # asleep in stop.wait(), never runs the Python handler: the reload (or, the same way, a
@@ -732,7 +733,7 @@ class _HandOverLock:
 
 
 def test_a_joined_request_gets_the_journey_it_waited_for(simulator):
-    # PRODUCT BUG: exporter/fleet.py ProbeService.probe sets ``done`` (waking the requests that
+    # Regression (fixed): exporter/fleet.py ProbeService.probe set ``done`` (waking the requests that
     # joined the journey) in the ``finally`` block, but stores ``entry.result`` only afterwards
     # under a second ``with self._lock``. A joined request that takes the lock in between finds
     # no result (503 "this target's journey is still running", counted as busy) or, for a
@@ -773,3 +774,66 @@ def test_a_joined_request_gets_the_journey_it_waited_for(simulator):
         "journey it waited for had finished")
     assert joined.outcome == "joined" and joined.result is answers["journey"].result
     assert sim.requests[ORDER] == 1
+
+
+# --- hardening found in review --------------------------------------------------------------
+
+
+def test_a_host_two_url_parsers_read_differently_is_refused(simulator, fleet, tarpit):
+    """urllib3 ends a host at a backslash, urlsplit does not: with a negated-class pattern,
+    ``http://127.0.0.1\\.pizza.test`` matched as a pizza.test host while requests connected to
+    127.0.0.1:80 and sent it the module's password. Such targets are refused before matching."""
+    f = fleet({"m": module(simulator.factory_url)},
+              patterns=[r"http://[^/]*\.pizza\.test(:\d+)?", r"http://127\.0\.0\.1:\d+/[^/]*"])
+    pit = tarpit.getsockname()[1]
+    for target in (r"http://127.0.0.1\.pizza.test", rf"http://127.0.0.1:{pit}\.pizza.test",
+                   "http://127.0.0.1%5C.pizza.test", "http://127.0.0.1 .pizza.test",
+                   "http://127.0.0.1\u3002pizza.test", f"http://127.0.0.1:{pit}/%2e%2e",
+                   f"http://127.0.0.1:{pit}/a\\b", "http://127.0.0.1\t.pizza.test"):
+        answer = f.probe(target, "m", timeout=10)
+        assert answer.status_code == 400, (target, answer.status_code, answer.text)
+        assert PASSWORD not in answer.text
+    assert connections(tarpit) == 0
+    assert f.outcomes()["journey"] == 0
+
+
+def test_the_results_kept_for_min_interval_are_bounded(monkeypatch):
+    """A pattern may admit any number of targets: past MAX_ENTRIES the oldest results go."""
+    from exporter import fleet as fleet_module
+
+    monkeypatch.setattr(fleet_module, "MAX_ENTRIES", 5)
+    ran = []
+
+    def run(config, **kwargs):
+        ran.append(config.service_url)
+        return run_journey(config.__class__(service_url="http://127.0.0.1:9",
+                                            factory_url=UNUSED_FACTORY, timeout=0.5))
+
+    modules = ModulesSource(None, ProbeConfig(factory_url=UNUSED_FACTORY))
+    modules.current.modules["default"] = dataclasses_replace(
+        modules.current.modules["default"], min_interval=3600)
+    service = ProbeService(modules, static_targets=[f"http://h{i}.test" for i in range(20)],
+                           run=run)
+    for i in range(20):
+        service.probe(f"http://h{i}.test")
+    assert len(service._entries) <= 5
+    assert len(ran) == 20
+    service.probe("http://h19.test")  # the newest is kept: answered again, no new journey
+    assert len(ran) == 20
+    service.probe("http://h0.test")  # the oldest went: a new journey
+    assert len(ran) == 21
+
+
+def test_post_probe_allows_only_get_and_the_status_page_links_no_probe(simulator, fleet):
+    f = fleet({"m": module(simulator.factory_url)}, targets=[simulator.service_url])
+    register(simulator)
+    assert f.probe(simulator.service_url, "m").status_code == 200
+    with requests.Session() as session:
+        session.trust_env = False
+        answer = session.post(f"{f.url}/probe", timeout=10)
+        assert (answer.status_code, answer.headers["Allow"]) == (405, "GET")
+        assert session.head(f"{f.url}/probe", timeout=10).status_code == 405
+        page = session.get(f"{f.url}/", timeout=10).text
+    assert simulator.service_url in page and "(m)" in page  # the /probe journey is listed
+    assert "/probe?" not in page.replace("/probe?target=URL", "")  # but not as a link to follow
+    assert simulator.requests[ORDER] == 1

@@ -20,7 +20,7 @@ from exporter.cli import main
 from exporter.logs import LOGGER_NAME
 from exporter.simulator import SERVICE_VERSION
 
-from conftest import http_get, poll, samples, set_chaos, start_simulator, value
+from conftest import http_get, poll, samples, set_chaos, start_simulator, target_args, value
 
 SIGNING_KEY = b"k" * 32  # shared: either simulator's factory verifies the other's pizzas
 JOURNEY_FAMILIES = (
@@ -254,9 +254,9 @@ def test_config_file_alone_schedules_no_journey_but_probe_works(processes, make_
     sim = make_simulator()
     other = make_simulator()
     config = tmp_path / "modules.yml"
-    config.write_text(f"targets:\n  - {sim.service_url}\n")
-    exporter = processes.start("serve", "--config.file", str(config),
-                               "--factory-url", sim.factory_url, "--interval", "0.2s")
+    config.write_text(f"modules:\n  default:\n    factory_url: {sim.factory_url}\n"
+                      f"targets:\n  - {sim.service_url}\n")
+    exporter = processes.start("serve", "--config.file", str(config), "--interval", "0.2s")
     assert re.search(r'msg=listening .*targets="none \(/probe only\)"', exporter.logs()), \
         exporter.logs()
     # With --interval 0.2s a scheduled journey would have reached the simulator many times.
@@ -296,16 +296,27 @@ def test_a_read_only_module_places_no_order(processes, simulator, tmp_path):
     text = exporter.metrics()
     assert by_target(text, "pizza_probe_step_duration_seconds_count", "r", step="franchises") >= 3
     assert by_target(text, "pizza_probe_step_duration_seconds_count", "r", step="order") is None
-    assert re.search(r"msg=listening .*targets=r module=ro modules=default,ro ", exporter.logs())
+    assert re.search(r"msg=listening .*targets=r module=ro modules=ro ", exporter.logs())
 
 
-def test_probe_allows_a_mixed_case_service_url_as_written(processes, simulator):
+def test_a_one_target_exporter_has_no_probe_endpoint(processes, simulator):
+    """Without --target or --config.file, /probe does not exist: whoever can reach the exporter
+    cannot make it order more often than its --interval."""
+    exporter = processes.start("serve", *target_args(simulator), "--interval", "1m")
+    status, _ = get(probe_url(exporter, simulator.service_url))
+    assert status == 404
+    assert simulator.requests[("POST", "/api/order")] <= 1  # the scheduled journey at most
+
+
+def test_probe_allows_a_mixed_case_service_url_as_written(processes, simulator, tmp_path):
     # A regression test: /probe compares the normalized target (lower-case scheme and host),
     # so the scheduled --service-url must be normalized too, or a URL with an upper-case
     # letter is probed on schedule but refused by /probe, even as the very same string.
+    config = tmp_path / "modules.yml"
+    config.write_text(f"modules:\n  default:\n    factory_url: {simulator.factory_url}\n")
     service_url = simulator.service_url.replace("http://", "HTTP://")
-    exporter = processes.start("serve", "--service-url", service_url,
-                               "--factory-url", simulator.factory_url, "--interval", "1m")
+    exporter = processes.start("serve", "--service-url", service_url, "--config.file", str(config),
+                               "--interval", "1m")
     poll(lambda: (value(exporter.metrics(), "pizza_probe_orders_total", result="success")
                   or 0) >= 1, timeout=20, what="the scheduled journey")  # the URL itself works
     status, body = get(probe_url(exporter, service_url))
