@@ -74,6 +74,10 @@ class LinkPolicy:
         """Why ``url`` may not be called, or None if it may."""
         if len(url) > 2048:
             return "link is too long"
+        if "\\" in url or any(not " " < char < "\x7f" for char in url):
+            # urllib3 ends a host at a backslash and urlsplit drops tabs: such a link could
+            # be checked as one host and called on another.
+            return "link has characters URL parsers read differently"
         try:
             parts = urlsplit(url)
             host, port = _host_port(url)

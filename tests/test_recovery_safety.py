@@ -100,6 +100,12 @@ def servers():
     ("https://pizza-factory.cs329.click/api/franchise/1", False),  # not a resolver path
     ("https://pizza-factory.cs329.click/" + "a" * 3000, False),
     ("http://[::1", False),
+    # Hosts two URL parsers read differently (urllib3 ends a host at a backslash; urlsplit
+    # drops tabs): refused whichever host each would see.
+    (f"https://evil.test\\@pizza-factory.cs329.click/api/support/{KEY}/report/{CODE}", False),
+    (f"https://pizza-factory.cs329.click\\.evil.test/api/support/{KEY}/report/{CODE}", False),
+    (f"https://pizza-factory.cs329.\tclick/api/support/{KEY}/report/{CODE}", False),
+    (f"https://pizza-factory.cs329.click/api/support/{KEY}/report/{CODE}\u3002", False),
 ])
 def test_link_policy(url, allowed):
     policy = LinkPolicy.default("http://127.0.0.1:3001")
