@@ -72,7 +72,8 @@ class Modules:
 # (urllib3 ends the host at a backslash, urlsplit does not), and an allow-list pattern is only
 # as good as the host it is matched against. A host is a DNS name or an IP literal; a path is
 # plain segments. Anything else is refused rather than interpreted.
-_TARGET_HOST = re.compile(r"[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]")
+_DNS_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
+_IPV6 = re.compile(r"[0-9a-f:.]+")
 _TARGET_PATH = re.compile(r"(?:/[A-Za-z0-9._~-]*)*")
 
 
@@ -85,16 +86,18 @@ def normalize_target(text: str, *, name: str = "target") -> str:
     if any(not " " < char < "\x7f" for char in text.strip()):  # urlsplit drops tabs silently
         raise ConfigError(f"{name}: must not contain spaces, control or non-ASCII characters")
     url = parse_http_url(text, name=name)
-    parts = urlsplit(url)  # an empty '?' or '#' may hide a trailing slash from parse_http_url
-    host, _, port = parts.netloc.lower().rpartition(":") if not parts.netloc.endswith("]") \
-        else (parts.netloc.lower(), "", "")
-    if not port.isdigit():
-        host, port = parts.netloc.lower(), ""
-    if not _TARGET_HOST.fullmatch(host) or ".." in host:
+    parts = urlsplit(url)
+    host = parts.hostname or ""  # lower case; an IPv6 literal without its brackets
+    if ":" in host:
+        valid, host = _IPV6.fullmatch(host) is not None, f"[{host}]"
+    else:
+        valid = _DNS_NAME.fullmatch(host) is not None
+    if not valid:
         raise ConfigError(f"{name}: the host must be a DNS name or an IP address")
     if not _TARGET_PATH.fullmatch(parts.path):
         raise ConfigError(f"{name}: the path may hold only letters, digits and - . _ ~ /")
-    netloc = f"{host}:{port}" if port else host
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    # An empty '?' or '#' may hide a trailing slash from parse_http_url: strip it here.
     return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), "", ""))
 
 
