@@ -136,6 +136,10 @@ def make_handler(registry: CollectorRegistry, history: History | None = None,
                 get_logger().debug("probe refused", extra={"fields": {"why": exc.message}})
                 self.send_body(exc.status, f"{exc.message}\n".encode(), text)
                 return
+            except Exception as exc:  # a bug of ours: one line in the log, a 500, no traceback
+                get_logger().error("probe crashed", extra={"fields": {"error": type(exc).__name__}})
+                self.send_body(500, b"internal error; see the exporter's log\n", text)
+                return
             probe_registry = journey_registry(answer.result, answer.age)
             if (first("debug") or "").lower() == "true":
                 page = render_probe_debug(answer, generate_latest(probe_registry).decode())

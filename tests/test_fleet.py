@@ -837,3 +837,34 @@ def test_post_probe_allows_only_get_and_the_status_page_links_no_probe(simulator
     assert simulator.service_url in page and "(m)" in page  # the /probe journey is listed
     assert "/probe?" not in page.replace("/probe?target=URL", "")  # but not as a link to follow
     assert simulator.requests[ORDER] == 1
+
+
+def test_a_crashing_journey_answers_500_and_frees_its_slot(log_stream):
+    """A bug of ours (the journey raises) is one log line and a 500, never a traceback; the
+    slot is freed and the next request runs."""
+    from prometheus_client import CollectorRegistry
+
+    from exporter.web import exporter_server
+
+    calls = []
+
+    def run(config, **kwargs):
+        calls.append(config.service_url)
+        if len(calls) == 1:
+            raise RuntimeError(f"boom {PASSWORD}")
+        return run_journey(config.__class__(service_url="http://127.0.0.1:9",
+                                            factory_url=UNUSED_FACTORY, timeout=0.5))
+
+    modules = ModulesSource(None, ProbeConfig(factory_url=UNUSED_FACTORY))
+    service = ProbeService(modules, static_targets=["http://h.test"], max_concurrent=1, run=run)
+    server = exporter_server("127.0.0.1", 0, CollectorRegistry(), fleet=service).start()
+    try:
+        first = _http.get(server.url("/probe"), params={"target": "http://h.test"}, timeout=10)
+        assert first.status_code == 500 and "Traceback" not in first.text
+        second = _http.get(server.url("/probe"), params={"target": "http://h.test"}, timeout=10)
+        assert second.status_code == 200, second.text  # max_concurrent=1: the slot came back
+        assert value(second.text, "pizza_probe_success") == 0
+    finally:
+        server.stop()
+    logged = log_stream.getvalue()
+    assert "probe crashed" in logged and "RuntimeError" in logged and PASSWORD not in logged
