@@ -148,6 +148,8 @@ class PizzaClient:
                 if deadline_hit.is_set() or time.monotonic() - started >= timeout:
                     raise timed_out from None
                 raise _transport_failure(exc, timeout) from None
+            except ValueError:  # urllib3's LocationParseError: a host it cannot encode
+                raise StepFailure("connection_error", "the URL's host is not valid") from None
             if deadline_hit.is_set():  # the cut ended a body early: it is not the whole answer
                 raise timed_out
         finally:

@@ -9,6 +9,7 @@ Every error is one line naming the file and the key, and never quotes a value th
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import threading
@@ -69,33 +70,56 @@ class Modules:
 
 
 # What a target may look like, strictly: requests/urllib3 and urlsplit disagree on some URLs
-# (urllib3 ends the host at a backslash, urlsplit does not), and an allow-list pattern is only
-# as good as the host it is matched against. A host is a DNS name or an IP literal; a path is
-# plain segments. Anything else is refused rather than interpreted.
-_DNS_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
-_IPV6 = re.compile(r"[0-9a-f:.]+")
+# (urllib3 ends the host at a backslash, urlsplit does not; a resolver reads 2130706433 as
+# 127.0.0.1), and an allow-list pattern is only as good as the host it is matched against. A
+# host is a DNS name, a dotted-decimal IPv4 address or a bracketed IPv6 address, each in its
+# one canonical spelling; a path is plain segments. Anything else is refused, not interpreted.
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_NUMERIC = re.compile(r"0x[0-9a-f]*|[0-9]+")  # a last label like this makes a host IPv4 (WHATWG)
+_NETLOC = re.compile(r"(?:\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::[0-9]+)?")
 _TARGET_PATH = re.compile(r"(?:/[A-Za-z0-9._~-]*)*")
+
+
+def _canonical_host(netloc: str, host: str) -> str | None:
+    """The host as probed and compared, or None if it is not in its one canonical spelling."""
+    if not _NETLOC.fullmatch(netloc):  # nothing around a [v6], no empty port
+        return None
+    if ":" in host:
+        try:
+            address = ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
+        return None if address.ipv4_mapped else f"[{address.compressed}]"
+    if len(host) > 253 or not _DNS_NAME.fullmatch(host):
+        return None
+    if _NUMERIC.fullmatch(host.rpartition(".")[2]):  # no 127.1, 0x7f.1, 0177.0.0.1
+        try:
+            return host if str(ipaddress.IPv4Address(host)) == host else None
+        except ValueError:
+            return None
+    return host
 
 
 def normalize_target(text: str, *, name: str = "target") -> str:
     """A target URL as it is compared and probed: checked by :func:`parse_http_url`, with the
     scheme and host in lower case, no trailing slash, and nothing in host or path that two URL
-    parsers could read differently."""
+    parsers or resolvers could read differently."""
     if len(text) > MAX_TARGET_LENGTH:
         raise ConfigError(f"{name}: longer than {MAX_TARGET_LENGTH} characters")
     if any(not " " < char < "\x7f" for char in text.strip()):  # urlsplit drops tabs silently
         raise ConfigError(f"{name}: must not contain spaces, control or non-ASCII characters")
     url = parse_http_url(text, name=name)
     parts = urlsplit(url)
-    host = parts.hostname or ""  # lower case; an IPv6 literal without its brackets
-    if ":" in host:
-        valid, host = _IPV6.fullmatch(host) is not None, f"[{host}]"
-    else:
-        valid = _DNS_NAME.fullmatch(host) is not None
-    if not valid:
-        raise ConfigError(f"{name}: the host must be a DNS name or an IP address")
-    if not _TARGET_PATH.fullmatch(parts.path):
-        raise ConfigError(f"{name}: the path may hold only letters, digits and - . _ ~ /")
+    host = _canonical_host(parts.netloc.lower(), parts.hostname or "")
+    if host is None or parts.port == 0:
+        raise ConfigError(f"{name}: the host must be a DNS name, a dotted-decimal IPv4 or a "
+                          "bracketed IPv6 address, with a port from 1")
+    segments = parts.path.split("/")[1:]
+    if not _TARGET_PATH.fullmatch(parts.path) or {".", ".."} & set(segments) \
+            or "" in segments[:-1]:
+        raise ConfigError(f"{name}: the path may hold only segments of letters, digits and "
+                          "- . _ ~ (no '.', '..' or empty segment)")
     netloc = host if parts.port is None else f"{host}:{parts.port}"
     # An empty '?' or '#' may hide a trailing slash from parse_http_url: strip it here.
     return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), "", ""))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
 
@@ -34,6 +34,8 @@ def _host_port(url: str) -> tuple[str, int | None]:
 
 
 _HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]")
+# A link's whole host[:port]: nothing around a [v6] literal, which urlsplit would drop.
+_NETLOC = re.compile(r"(?:\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::[0-9]+)?")
 
 
 def parse_allow_entry(entry: str) -> tuple[str, int | None]:
@@ -87,6 +89,10 @@ class LinkPolicy:
             return f"scheme {parts.scheme or '(none)'!r} is not http or https"
         if parts.username or parts.password:
             return "link carries credentials"
+        if not _NETLOC.fullmatch(parts.netloc.lower()):
+            return "link's host is not a plain host name or address"
+        if {".", ".."} & set(unquote(parts.path).split("/")):
+            return "link's path has '.' or '..' segments"
         if (host, port) not in self.entries and (host, None) not in self.entries:
             return f"host {host or '(none)'!r} is not on the allow-list"
         if not any(p.fullmatch(parts.path) for p in _RESOLVER_PATHS):

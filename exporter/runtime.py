@@ -20,7 +20,7 @@ from .incident import IncidentStore
 from .journey import run_journey
 from .logs import JourneyLogger, ProbeLogger, get_logger
 from .metrics import ProbeMetrics
-from .modules import DEFAULT_MODULE, ModulesSource
+from .modules import DEFAULT_MODULE, ModulesSource, normalize_target
 from .recovery import LinkPolicy
 from .result import JourneyResult
 from .scheduler import Observer, ProbeLoop
@@ -97,7 +97,9 @@ def start_exporter(config: ProbeConfig, interval: float, listen: tuple[str, int]
     # keeps its old surface: nobody who reaches it can make it order more often.
     fleet = None
     if targets is not None or modules.path is not None:
-        fleet = ProbeService(modules, static_targets=[url for _, url in scheduled],
+        name = "service-url" if targets is None else "target"
+        fleet = ProbeService(modules, static_targets=[normalize_target(url, name=name)
+                                                      for _, url in scheduled],
                              max_concurrent=max_concurrent, metrics=FleetMetrics(registry),
                              observers=[history.probe, ProbeLogger(log)])
     server = exporter_server(*listen, registry, history, latest, handoff_token, fleet,

@@ -868,3 +868,25 @@ def test_a_crashing_journey_answers_500_and_frees_its_slot(log_stream):
         server.stop()
     logged = log_stream.getvalue()
     assert "probe crashed" in logged and "RuntimeError" in logged and PASSWORD not in logged
+
+
+def test_a_numeric_host_is_refused_even_by_a_pattern_that_admits_any_label(simulator, fleet):
+    """``[a-z0-9-]+`` as the host admits '2130706433', which the resolver reads as 127.0.0.1:
+    the login (with the password) would go to whatever address an attacker spells out."""
+    port = simulator.service_url.rsplit(":", 1)[1]
+    f = fleet({"m": module(simulator.factory_url)},
+              patterns=[rf"http://[a-z0-9-]+:{port}(/[a-z0-9./-]*)?"])
+    before = snapshot(simulator)
+    for target in (f"http://2130706433:{port}", f"http://0x7f000001:{port}", f"http://0:{port}",
+                   f"http://127.1:{port}", f"http://localhost:{port}/team-a/../x"):
+        answer = f.probe(target, "m", timeout=10)
+        assert answer.status_code == 400, (target, answer.text)
+    assert grew(simulator, before) == {}
+
+
+def test_a_journey_to_a_host_urllib3_cannot_encode_fails_cleanly():
+    """A host name the client cannot encode is a failed journey, not an exception."""
+    result = run_journey(ProbeConfig(service_url="http://" + "a" * 64 + ".invalid:1",
+                                     factory_url=UNUSED_FACTORY, timeout=2))
+    assert not result.success and result.failed_step == "health"
+    assert result.reason == "connection_error"

@@ -458,6 +458,14 @@ def test_reload_refuses_a_file_without_a_required_module(tmp_path):
     "http://127.0.0.1\\.pizza.test", "http://127.0.0.1%5C.pizza.test", "http://a .pizza.test",
     "http://a\t.pizza.test", "http://a\u3002pizza.test", "http://-a.pizza.test",
     "http://a..pizza.test", "http://h/a\\b", "http://h/%2e%2e", "http://h/a b", "http://h/\x00",
+    # numbers a resolver reads as IPv4 in another spelling, and port 0 (requests drops it)
+    "http://2130706433:3000", "http://0x7f000001", "http://0", "http://127.1", "http://0x7f.1",
+    "http://0177.0.0.1", "http://h:0", "http://h:",
+    # dot and empty segments urllib3 resolves before sending
+    "http://h/team-a/../team-b", "http://h/./a", "http://h//a",
+    # junk around a bracketed address (urlsplit drops it), an IPv4-mapped IPv6, a long label
+    "http://evil.test[::1]:81", "http://[::1]x.pizza.test", "http://[::ffff:127.0.0.1]",
+    "https://pizza-service." + "a" * 64 + ".click",
 ])
 def test_normalize_target_refuses_what_url_parsers_read_differently(target):
     with pytest.raises(ConfigError) as caught:
@@ -470,6 +478,9 @@ def test_normalize_target_refuses_what_url_parsers_read_differently(target):
                                                   "https://pizza-service.example.com"),
     ("http://h:80/a/b_c-d.e~f/", "http://h:80/a/b_c-d.e~f"), ("http://xn--bcher-kva.example",
                                                              "http://xn--bcher-kva.example"),
+    ("http://[0:0:0:0:0:0:0:1]:8080", "http://[::1]:8080"),  # one spelling per address
+    ("http://h:00080", "http://h:80"), ("http://pizza_svc:3000", "http://pizza_svc:3000"),
+    ("http://10.0.0.1/x", "http://10.0.0.1/x"),
 ])
 def test_normalize_target_keeps_plain_urls(target, normalized):
     assert normalize_target(target) == normalized

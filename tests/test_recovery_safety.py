@@ -106,6 +106,10 @@ def servers():
     (f"https://pizza-factory.cs329.click\\.evil.test/api/support/{KEY}/report/{CODE}", False),
     (f"https://pizza-factory.cs329.\tclick/api/support/{KEY}/report/{CODE}", False),
     (f"https://pizza-factory.cs329.click/api/support/{KEY}/report/{CODE}\u3002", False),
+    # junk around a bracketed address (urlsplit reads only the brackets), and dot segments
+    (f"http://evil.test[::1]:3001/api/report?apiKey={KEY}&fixCode={CODE}", False),
+    ("https://pizza-factory.cs329.click/api/support/../report/..", False),
+    ("https://pizza-factory.cs329.click/api/support/%2e%2e/report/x", False),
 ])
 def test_link_policy(url, allowed):
     policy = LinkPolicy.default("http://127.0.0.1:3001")
