@@ -67,6 +67,17 @@ def parse_http_url(text: str, *, name: str = "url") -> str:
     return raw.rstrip("/")
 
 
+# Two URL parsers can read one URL differently: urllib3 ends a host at a backslash, urlsplit
+# drops tabs and reads only the brackets of "evil.test[::1]". What an allow-list checks must
+# therefore be plain: a host[:port] of this shape, and no space, control or non-ASCII character.
+PLAIN_NETLOC = re.compile(r"(?:\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::[0-9]+)?")
+
+
+def is_plain_ascii(text: str) -> bool:
+    """True if ``text`` has no space, control or non-ASCII character."""
+    return all(" " < char < "\x7f" for char in text)
+
+
 def parse_listen_address(text: str, *, name: str = "listen") -> tuple[str, int]:
     """``host:port``, ``:port`` (all interfaces) or ``[::1]:port`` into (host, port)."""
     raw = str(text).strip()

@@ -19,7 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-from .config import ConfigError, ProbeConfig, parse_duration, parse_http_url, read_secret_file
+from .config import (PLAIN_NETLOC, ConfigError, ProbeConfig, is_plain_ascii, parse_duration,
+                     parse_http_url, read_secret_file)
 from .logs import get_logger
 
 DEFAULT_MODULE = "default"
@@ -77,13 +78,12 @@ class Modules:
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 _DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _NUMERIC = re.compile(r"0x[0-9a-f]*|[0-9]+")  # a last label like this makes a host IPv4 (WHATWG)
-_NETLOC = re.compile(r"(?:\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::[0-9]+)?")
 _TARGET_PATH = re.compile(r"(?:/[A-Za-z0-9._~-]*)*")
 
 
 def _canonical_host(netloc: str, host: str) -> str | None:
     """The host as probed and compared, or None if it is not in its one canonical spelling."""
-    if not _NETLOC.fullmatch(netloc):  # nothing around a [v6], no empty port
+    if not PLAIN_NETLOC.fullmatch(netloc):  # nothing around a [v6], no empty port
         return None
     if ":" in host:
         try:
@@ -107,7 +107,7 @@ def normalize_target(text: str, *, name: str = "target") -> str:
     parsers or resolvers could read differently."""
     if len(text) > MAX_TARGET_LENGTH:
         raise ConfigError(f"{name}: longer than {MAX_TARGET_LENGTH} characters")
-    if any(not " " < char < "\x7f" for char in text.strip()):  # urlsplit drops tabs silently
+    if not is_plain_ascii(text.strip()):  # urlsplit drops tabs silently
         raise ConfigError(f"{name}: must not contain spaces, control or non-ASCII characters")
     url = parse_http_url(text, name=name)
     parts = urlsplit(url)
@@ -123,11 +123,6 @@ def normalize_target(text: str, *, name: str = "target") -> str:
     netloc = host if parts.port is None else f"{host}:{parts.port}"
     # An empty '?' or '#' may hide a trailing slash from parse_http_url: strip it here.
     return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), "", ""))
-
-
-def flags_module(config: ProbeConfig) -> Module:
-    """The module the probe flags describe: ``default``, when there is no modules file."""
-    return Module(DEFAULT_MODULE, config)
 
 
 def parse_modules(text: str, *, source: str = "config.file",
@@ -317,7 +312,7 @@ class ModulesSource:
 
     def _load(self) -> Modules:
         if self.path is None:
-            modules = Modules({DEFAULT_MODULE: flags_module(self.default)})
+            modules = Modules({DEFAULT_MODULE: Module(DEFAULT_MODULE, self.default)})
         else:  # the file's modules are all there are: no hidden one made of the flags
             modules = load_modules(self.path, environ=self.environ)
             if not modules.modules:

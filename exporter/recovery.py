@@ -16,7 +16,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
 
-from .config import ConfigError
+from .config import PLAIN_NETLOC, ConfigError, is_plain_ascii
 from .redact import RecoveryLink, redact_url
 
 DEFAULT_ALLOWED_HOSTS = ("pizza-factory.cs329.click", "cs329.cs.byu.edu")
@@ -34,8 +34,6 @@ def _host_port(url: str) -> tuple[str, int | None]:
 
 
 _HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]")
-# A link's whole host[:port]: nothing around a [v6] literal, which urlsplit would drop.
-_NETLOC = re.compile(r"(?:\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::[0-9]+)?")
 
 
 def parse_allow_entry(entry: str) -> tuple[str, int | None]:
@@ -76,9 +74,7 @@ class LinkPolicy:
         """Why ``url`` may not be called, or None if it may."""
         if len(url) > 2048:
             return "link is too long"
-        if "\\" in url or any(not " " < char < "\x7f" for char in url):
-            # urllib3 ends a host at a backslash and urlsplit drops tabs: such a link could
-            # be checked as one host and called on another.
+        if "\\" in url or not is_plain_ascii(url):  # see config.PLAIN_NETLOC
             return "link has characters URL parsers read differently"
         try:
             parts = urlsplit(url)
@@ -89,7 +85,7 @@ class LinkPolicy:
             return f"scheme {parts.scheme or '(none)'!r} is not http or https"
         if parts.username or parts.password:
             return "link carries credentials"
-        if not _NETLOC.fullmatch(parts.netloc.lower()):
+        if not PLAIN_NETLOC.fullmatch(parts.netloc.lower()):
             return "link's host is not a plain host name or address"
         if {".", ".."} & set(unquote(parts.path).split("/")):
             return "link's path has '.' or '..' segments"
