@@ -28,7 +28,7 @@ from .logs import setup_logging
 from .modules import ModulesSource, normalize_target
 from .recovery import LinkPolicy, parse_allow_entry
 from .report import render_json, render_recovery, render_text
-from .runtime import start_exporter, start_sidecar
+from .runtime import start_exporter, start_sidecar, wait_for
 from .sidecar import RecoveryMetrics, Sidecar, SidecarOptions
 from .simulator import (CHAOS_MODES, FRANCHISE_SHAPES, LINK_FORMS, LINK_KEYS, Simulator,
                         SimulatorOptions)
@@ -305,7 +305,7 @@ def serve(interval: float, listen: tuple[str, int], handoff_token: str | None, t
         "address": f"{listen[0]}:{exporter.server.port}", "targets": described,
         "module": module, "modules": ",".join(sorted(modules.current.modules)),
         "interval_seconds": interval, "version": __version__}})
-    _wait_for(stop)
+    wait_for(stop)
     log.info("stopping")
     exporter.stop()
     return EXIT_OK
@@ -371,7 +371,7 @@ def sidecar(exporter_url: str, handoff_token: str | None, listen: tuple[str, int
         "allow_hosts": ",".join(process.policy.describe()), "dry_run": dry_run,
         "webhook": "enabled" if webhook_token else "disabled (no --webhook-token)",
         "version": __version__}})
-    _wait_for(stop)
+    wait_for(stop)
     log.info("stopping")
     process.stop()
     return EXIT_OK
@@ -459,7 +459,7 @@ def simulate(listen, factory_listen, chaos, throttle_delay, chaos_every, chaos_m
                f"--factory-url {simulator.factory_url}")
     log.info("listening", extra={"fields": {"address": f"{listen[0]}:{simulator.servers[0].port}",
                                              "factory_address": f"{factory_listen[0]}:{simulator.servers[1].port}"}})
-    _wait_for(stop)
+    wait_for(stop)
     simulator.stop()
     return EXIT_OK
 
@@ -530,13 +530,6 @@ def healthcheck(url: str, timeout: float) -> int:
         click.echo(f"unhealthy: HTTP {status}", err=True)
         return EXIT_FAILED
     return EXIT_OK
-
-
-def _wait_for(stop: threading.Event) -> None:
-    """Sleep until ``stop``, waking twice a second: a signal the kernel gave another thread
-    only runs its Python handler once the main thread wakes."""
-    while not stop.wait(0.5):
-        pass
 
 
 def _stop_on_signals(stop: threading.Event) -> None:

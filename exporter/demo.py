@@ -14,7 +14,7 @@ import requests
 from .config import ProbeConfig
 from .incident import IncidentStore
 from .result import JourneyResult
-from .runtime import start_exporter, start_sidecar
+from .runtime import start_exporter, start_sidecar, wait_for
 from .sidecar import SidecarOptions
 from .simulator import Simulator, SimulatorOptions
 
@@ -209,8 +209,7 @@ class Demo:
         self.simulator.start_schedule(self.options.chaos_every, list(self.options.modes))
         self.out.write(f"breaking the factory every {self.options.chaos_every:g}s "
                        f"({', '.join(self.options.modes)}); Ctrl-C stops\n\n")
-        while not self.stop_event.wait(0.5):  # wake so that signal handlers run (see cli)
-            pass
+        wait_for(self.stop_event)
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -87,10 +87,6 @@ class MultiServer:
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._serve, name=name, daemon=True)
 
-    def urls(self) -> list[str]:
-        return [f"http://{host}:{port}" for host, port, *_ in
-                (server.server_address for server in self.servers)]
-
     def start(self) -> "MultiServer":
         if self.servers:
             self.thread.start()

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import functools
 import threading
 from typing import Callable, Sequence
 
@@ -104,8 +103,11 @@ class ProbeMetrics:
                               self.last_run, self.last_success):
                     self._child(gauge, target)
 
+    def _labels(self, target: str | None, *values: str) -> tuple[str, ...]:
+        return ((target,) if self._labeled else ()) + values
+
     def _child(self, metric, target: str | None, *values: str):
-        labels = ((target,) if self._labeled else ()) + values
+        labels = self._labels(target, *values)
         return metric.labels(*labels) if labels else metric
 
     def recorder(self, target: str) -> Callable[[JourneyResult], None]:
@@ -115,27 +117,26 @@ class ProbeMetrics:
     def record(self, result: JourneyResult, target: str | None = None) -> None:
         if self._labeled != (target is not None):
             raise ValueError("record a target's journey through recorder(target)")
-        child = functools.partial(self._child, target=target)
         with self._lock:
             self._child(self.orders, target, "success" if result.success else "failure").inc()
             if not result.success:
                 self._child(self.failures, target, result.failed_step, result.reason).inc()
             for step in result.steps:
                 self._child(self.step_duration, target, step.name).observe(step.duration)
-            child(self.duration).observe(result.duration)
+            self._child(self.duration, target).observe(result.duration)
             consecutive = 0 if result.success else self._consecutive.get(target, 0) + 1
             self._consecutive[target] = consecutive
-            child(self.consecutive_failures).set(consecutive)
-            child(self.success).set(1 if result.success else 0)
-            child(self.chaos_link_seen).set(1 if result.chaos_link is not None else 0)
-            child(self.last_run).set(result.started_at)
+            self._child(self.consecutive_failures, target).set(consecutive)
+            self._child(self.success, target).set(1 if result.success else 0)
+            self._child(self.chaos_link_seen, target).set(1 if result.chaos_link is not None else 0)
+            self._child(self.last_run, target).set(result.started_at)
             if result.success:
-                child(self.last_success).set(result.started_at)
+                self._child(self.last_success, target).set(result.started_at)
             version = result.target_version
             old = self._target_version.get(target)
             if version is not None and version != old:
                 if old is not None:
-                    self.target_info.remove(*((target,) if self._labeled else ()), old)
+                    self.target_info.remove(*self._labels(target, old))
                 self._child(self.target_info, target, version).set(1)
                 self._target_version[target] = version
 

@@ -29,6 +29,13 @@ from .sidecar_web import sidecar_server
 from .web import History, exporter_server
 
 
+def wait_for(stop: threading.Event) -> None:
+    """Sleep until ``stop``, waking twice a second: a signal the kernel gave another thread
+    only runs its Python handler once the main thread wakes."""
+    while not stop.wait(0.5):
+        pass
+
+
 def process_registry() -> CollectorRegistry:
     """A registry with the process, platform and GC collectors every exporter exposes."""
     registry = CollectorRegistry()

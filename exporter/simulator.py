@@ -432,11 +432,6 @@ class Simulator:
         self._schedule = threading.Thread(target=loop, name="sim-chaos-schedule", daemon=True)
         self._schedule.start()
 
-    @property
-    def fleet_urls(self) -> list[str]:
-        """The service URLs of ``also_listen``, in order."""
-        return self.fleet.urls() if self.fleet else []
-
     def stop(self) -> None:
         self.factory.shutdown.set()
         for server in self.servers:

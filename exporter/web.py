@@ -50,9 +50,6 @@ class History:
     def probe(self, answer: ProbeAnswer) -> None:
         self(answer.result, answer.target, answer.module.name)
 
-    def latest(self) -> list[JourneyResult]:
-        return [result for _, _, result in self.entries()]
-
     def entries(self) -> list[tuple[str, str, JourneyResult]]:
         with self._lock:
             return list(reversed(self._items))
