@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
@@ -13,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from . import __version__
 from .config import (
+    PUBLIC_FACTORY_URL,
     ConfigError,
     ProbeConfig,
     parse_duration,
@@ -27,11 +29,12 @@ from .journey import run_journey
 from .logs import setup_logging
 from .modules import ModulesSource, normalize_target
 from .recovery import LinkPolicy, parse_allow_entry
-from .report import render_json, render_recovery, render_text
+from .report import recovery_json, render_json, render_recovery, render_text
 from .runtime import start_exporter, start_sidecar, wait_for
 from .sidecar import RecoveryMetrics, Sidecar, SidecarOptions
 from .simulator import (CHAOS_MODES, FRANCHISE_SHAPES, LINK_FORMS, LINK_KEYS, Simulator,
                         SimulatorOptions)
+from .transport import check_ca_file, check_environment
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -57,6 +60,7 @@ DURATION_OR_ZERO = _Parsed("duration", lambda text: parse_duration(text, allow_z
 HTTP_URL = _Parsed("url", parse_http_url)
 OPTIONAL_HTTP_URL = _Parsed("url", lambda text: parse_http_url(text) if text.strip() else "")
 LISTEN = _Parsed("host:port", parse_listen_address)
+CA_FILE = _Parsed("path", check_ca_file)
 
 
 def probe_options(command):
@@ -65,9 +69,19 @@ def probe_options(command):
         click.option("--service-url", envvar="PIZZA_SERVICE_URL", type=HTTP_URL,
                      default="http://localhost:3000", show_default=True, show_envvar=True,
                      help="Base URL of the JWT Pizza service."),
-        click.option("--factory-url", envvar="PIZZA_FACTORY_URL", type=HTTP_URL,
-                     default="https://pizza-factory.cs329.click", show_default=True,
-                     show_envvar=True, help="Base URL of the pizza factory (JWT verification)."),
+        click.option("--factory-url", envvar="PIZZA_FACTORY_URL", type=HTTP_URL, default=None,
+                     show_envvar=True,
+                     help="Base URL of the pizza factory (JWT verification) [default: the "
+                          "factory the service names at GET /api/docs, else "
+                          f"{PUBLIC_FACTORY_URL}]. A factory the service names is not added to "
+                          "the recovery allow-list: name it here or with --allow-host."),
+        click.option("--ca-file", envvar="PIZZA_PROBE_CA_FILE", type=CA_FILE, default=None,
+                     show_envvar=True, metavar="PATH",
+                     help="Trust only the CA certificates in this PEM file for HTTPS (the "
+                          "service, the factory, the recovery link, the hand-off) [default: "
+                          "REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or SSL_CERT_FILE if set, else the "
+                          "bundle requests ships]. HTTPS_PROXY, HTTP_PROXY and NO_PROXY are "
+                          "honoured; a .netrc never is."),
         click.option("--email", envvar="PIZZA_PROBE_EMAIL", default="d@jwt.com",
                      show_default=True, show_envvar=True, help="The probe user's email."),
         click.option("--password", envvar="PIZZA_PROBE_PASSWORD", default=None, show_envvar=True,
@@ -139,17 +153,29 @@ def listen_option(default: str, envvar: str, serves: str):
                         help=f"Address for {serves}.")
 
 
+EMPTY_PASSWORD = ("password: must not be empty (the JWT Pizza service lets an empty password "
+                  "log in as anyone)")
+
+
 def build_config(service_url, factory_url, email, password, password_file, timeout,
-                 order_timeout, slow_threshold, **_ignored) -> ProbeConfig:
+                 order_timeout, slow_threshold, ca_file=None, **_ignored) -> ProbeConfig:
+    if password is None and os.environ.get("PIZZA_PROBE_PASSWORD") == "":
+        # click reads an empty variable as unset, which would mean the default password
+        raise ConfigError(EMPTY_PASSWORD.replace("password:", "PIZZA_PROBE_PASSWORD:", 1))
+    if password == "":
+        raise ConfigError(EMPTY_PASSWORD)
     if password is not None and password_file is not None:
         raise ConfigError("give either --password or --password-file, not both")
     if password_file is not None:
         password = read_secret_file(password_file)
     if not email or not email.strip():
         raise ConfigError("email: must not be empty")
+    if ca_file is None:
+        check_environment()
     return ProbeConfig(
         service_url=service_url,
         factory_url=factory_url,
+        ca_file=ca_file,
         email=email.strip(),
         password="diner" if password is None else password,
         timeout=timeout,
@@ -160,7 +186,7 @@ def build_config(service_url, factory_url, email, password, password_file, timeo
 
 def _config_from(kwargs: dict) -> ProbeConfig:
     names = ("service_url", "factory_url", "email", "password", "password_file", "timeout",
-             "order_timeout", "slow_threshold")
+             "order_timeout", "slow_threshold", "ca_file")
     return build_config(**{name: kwargs.pop(name) for name in names})
 
 
@@ -185,7 +211,9 @@ def cli() -> None:
 
 @cli.command()
 @probe_options
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON document on stdout (with --recover, the recovery inside it); "
+                   "human text goes to stderr.")
 @click.option("--recover", is_flag=True,
               help="If the journey failed with a chaos link, call the link as the sidecar does "
                    "(allow-list, dry run, kill switch) and verify with a fresh order.")
@@ -201,9 +229,12 @@ def once(as_json: bool, recover: bool, allow_hosts, incident_dir, dry_run, kill_
     store = _incident_store(incident_dir)  # a bad directory is a usage error, --recover or not
     policy = LinkPolicy.default(config.factory_url, allow_hosts)
     result = run_journey(config)
-    render = render_json if as_json else render_text
-    click.echo(render(result, config.service_url))
+    if not as_json:
+        click.echo(render_text(result, config.service_url))
     if result.success or not recover:
+        if as_json:
+            click.echo(render_json(result, config.service_url,
+                                   **({"recovery": None} if recover else {})))
         return EXIT_OK if result.success else EXIT_FAILED
     setup_logging("error")  # the recovery summary below says what happened
     sidecar = Sidecar(
@@ -215,7 +246,10 @@ def once(as_json: bool, recover: bool, allow_hosts, incident_dir, dry_run, kill_
     sidecar.step(("report", ProbeReport.from_result(result)))
     current, closed = sidecar.snapshot()
     incident = current or closed[-1]
-    click.echo(render_recovery(incident, incident_dir))
+    click.echo(render_recovery(incident, incident_dir), err=as_json)
+    if as_json:
+        click.echo(render_json(result, config.service_url,
+                               recovery=recovery_json(incident, store.path(incident))))
     return EXIT_OK if incident.status == "resolved" else EXIT_FAILED
 
 

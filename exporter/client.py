@@ -20,14 +20,16 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from . import parse
-from .config import ProbeConfig
+from . import parse, transport
+from .config import PUBLIC_FACTORY_URL, ProbeConfig
 from .redact import RecoveryLink
 from .result import StepFailure
 
 _NOT_JSON = object()
 _CHUNK = 64 * 1024
 FACTORY_FAILURE_MESSAGE = "Failed to fulfill order at factory"
+# Node's fetch() error, passed on by the service when it cannot reach its factory at all.
+FACTORY_UNREACHABLE_MESSAGE = "fetch failed"
 
 
 class _SocketTracker:
@@ -82,8 +84,8 @@ class PizzaClient:
         self.config = config
         # A monotonic time no request may outlast (a scrape's time budget); None: no budget.
         self.deadline: float | None = None
-        self.session = session or requests.Session()
-        self.session.trust_env = False  # no proxies or .netrc credentials picked up by accident
+        # TLS trust and proxies as exporter.transport documents them; never .netrc credentials
+        self.session = transport.configure(session or requests.Session(), config.ca_file)
         self._sockets = _SocketTracker()
         adapter = _DeadlineAdapter(self._sockets)
         self.session.mount("http://", adapter)
@@ -139,6 +141,7 @@ class PizzaClient:
                     timeout=timeout,
                     stream=True,
                     allow_redirects=False,
+                    proxies=transport.proxies_for(url),
                 )
                 try:
                     raw = self._read_capped(response)
@@ -240,13 +243,27 @@ class PizzaClient:
         if status >= 500 and parse.message(data) == FACTORY_FAILURE_MESSAGE:
             detail = FACTORY_FAILURE_MESSAGE + (" (with chaos link)" if link else "")
             raise StepFailure("factory_error", detail, status=status, link=link)
+        if status >= 500 and parse.message(data) == FACTORY_UNREACHABLE_MESSAGE:
+            raise StepFailure("factory_unreachable", f"HTTP {status}: {FACTORY_UNREACHABLE_MESSAGE}"
+                              " (the service cannot reach its factory)", status=status, link=link)
         raise _status_failure(status, data, link=link)
 
-    def verify(self, jwt: str) -> None:
-        """``POST <factory>/api/order/verify``: raises ``bad_jwt`` if the factory rejects it."""
+    def docs_factory(self) -> str | None:
+        """``GET /api/docs``: the factory URL the service names (``config.factory``); None if it
+        does not say (a 404 from an older fork, or no such field)."""
+        status, data = self._request("GET", self._service("/api/docs"), timeout=self.config.timeout)
+        if status == 404:
+            return None
+        _expect_ok(status, data)
+        return _parsed(parse.docs_factory, data, status)
+
+    def verify(self, jwt: str, factory_url: str | None = None) -> None:
+        """``POST <factory>/api/order/verify``: raises ``bad_jwt`` if the factory rejects it.
+        ``factory_url``: the one the journey chose; default the configured or public one."""
+        factory_url = factory_url or self.config.factory_url or PUBLIC_FACTORY_URL
         status, data = self._request(
             "POST",
-            self.config.factory_url + "/api/order/verify",
+            factory_url + "/api/order/verify",
             timeout=self.config.timeout,
             body={"jwt": jwt},
         )
@@ -299,8 +316,9 @@ def _parsed(parser, data: Any, status: int):
 def _transport_failure(exc: requests.RequestException, timeout: float) -> StepFailure:
     if isinstance(exc, requests.Timeout):
         return StepFailure("timeout", f"no answer within {timeout:g}s")
-    if isinstance(exc, requests.exceptions.SSLError):
-        return StepFailure("connection_error", "TLS handshake failed")
+    tls = transport.tls_failure(exc)
+    if tls is not None:
+        return StepFailure("tls_error", tls)
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
         if "IncompleteRead" in repr(exc):
             return StepFailure("bad_response", "body truncated")

@@ -105,12 +105,19 @@ def read_secret_file(path: str, *, name: str = "password-file") -> str:
     return value
 
 
+PUBLIC_FACTORY_URL = "https://pizza-factory.cs329.click"
+
+
 @dataclasses.dataclass(frozen=True)
 class ProbeConfig:
-    """What one journey needs: the target and the module settings. Plain, immutable data."""
+    """What one journey needs: the target and the module settings. Plain, immutable data.
+
+    ``factory_url`` None: the factory the service names at ``GET /api/docs``, else the public
+    one (see :mod:`exporter.discovery`). ``ca_file`` None: the environment's CA bundle (see
+    :mod:`exporter.transport`)."""
 
     service_url: str = "http://localhost:3000"
-    factory_url: str = "https://pizza-factory.cs329.click"
+    factory_url: str | None = None
     email: str = "d@jwt.com"
     password: str = dataclasses.field(default="diner", repr=False)
     timeout: float = 10.0
@@ -119,10 +126,17 @@ class ProbeConfig:
     max_body_bytes: int = 1 << 20
     user_agent: str = f"pizza-probe/{__version__}"
     read_only: bool = False  # health, login, menu, franchises, logout: no order is placed
+    ca_file: str | None = None
 
     def __post_init__(self) -> None:
         parse_http_url(self.service_url, name="service-url")
-        parse_http_url(self.factory_url, name="factory-url")
+        if self.factory_url is not None:
+            parse_http_url(self.factory_url, name="factory-url")
+        if not self.password:
+            # The real service skips the password check for an empty password: any account
+            # would "log in", so an empty password is never sent.
+            raise ConfigError("password: must not be empty (the JWT Pizza service lets an empty "
+                              "password log in as anyone)")
         for field in ("timeout", "order_timeout", "slow_threshold"):
             if not getattr(self, field) > 0:
                 raise ConfigError(f"{field.replace('_', '-')}: must be greater than zero")

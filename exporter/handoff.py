@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import requests
 
+from . import transport
 from .logs import get_logger
 from .redact import RecoveryLink
 from .result import JourneyResult
@@ -38,13 +39,15 @@ class ProbeReport:
     detail: str = ""
     link: RecoveryLink | None = None
     first_failure_at: float | None = None  # start of the current failure streak
+    order_seconds: float | None = None  # how long the order step took, if it ran
 
     @classmethod
     def from_result(cls, result: JourneyResult, seq: int = 0,
                     first_failure_at: float | None = None) -> "ProbeReport":
         return cls(seq, result.success, result.started_at, result.failed_step, result.reason,
                    result.detail, result.chaos_link,
-                   None if result.success else (first_failure_at or result.started_at))
+                   None if result.success else (first_failure_at or result.started_at),
+                   result.step_durations.get("order"))
 
     def to_json(self) -> dict:
         return {
@@ -53,6 +56,7 @@ class ProbeReport:
             "chaos_link": self.link.reveal() if self.link else None,
             "chaos_link_key": self.link.key if self.link else None,
             "first_failure_at": self.first_failure_at,
+            "order_seconds": self.order_seconds,
         }
 
     @classmethod
@@ -92,6 +96,7 @@ class ProbeReport:
             detail=field("detail", (str,), default="") or "",
             link=RecoveryLink(link, field("chaos_link_key", (str,)) or "") if link else None,
             first_failure_at=timestamp("first_failure_at", required=False),
+            order_seconds=timestamp("order_seconds", required=False),
         )
 
 
@@ -140,20 +145,20 @@ class ExporterFeed:
 
     def __init__(self, exporter_url: str, on_report: Callable[[ProbeReport], None], *,
                  token: str | None = None, wait: float = 10.0, stop: threading.Event | None = None,
-                 session: requests.Session | None = None) -> None:
+                 session: requests.Session | None = None, ca_file: str | None = None) -> None:
         self.url = exporter_url.rstrip("/") + HANDOFF_PATH
         self.on_report = on_report
         self.token = token
         self.wait = wait
         self.stop_event = stop or threading.Event()
-        self.session = session or requests.Session()
-        self.session.trust_env = False
+        self.session = transport.configure(session or requests.Session(), ca_file)
         self.connected: bool | None = None  # None until the first poll
 
     def poll_once(self, after: int) -> ProbeReport | None:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         response = self.session.get(self.url, params={"after": after, "wait": self.wait},
-                                    headers=headers, timeout=self.wait + 5)
+                                    headers=headers, timeout=self.wait + 5,
+                                    proxies=transport.proxies_for(self.url))
         if response.status_code == 204:
             return None
         if response.status_code != 200:

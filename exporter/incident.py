@@ -18,6 +18,29 @@ def utc(ts: float | None) -> str | None:
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+FACTORY_UNREACHABLE = "factory unreachable (the service cannot reach its factory)"
+
+
+def impact(chaos_mode: str | None, slowest_order_seconds: float | None) -> str:
+    """What real customers likely saw, by the chaos observed: only fail and badjwt say their
+    orders failed or were forged; throttle says they were slow, and by how much."""
+    if chaos_mode == "throttle":
+        slowest = (f" the slowest synthetic order took {slowest_order_seconds:.1f} s"
+                   if slowest_order_seconds else " each was held about 32 s")
+        return ("Real customers' orders in the same window were likely slow, not failed:"
+                f"{slowest} before it was served.")
+    if chaos_mode == "fail":
+        return ("Real customers' orders in the same window likely failed the same way "
+                "(500 'Failed to fulfill order at factory').")
+    if chaos_mode == "badjwt":
+        return ("Real customers' orders in the same window were likely served with forged pizza "
+                "JWTs, which the factory's verify rejects.")
+    if chaos_mode == FACTORY_UNREACHABLE:
+        return ("Real customers' orders in the same window likely failed: the service could not "
+                "reach its factory (500 'fetch failed').")
+    return "Real customers' orders in the same window may have been affected the same way."
+
+
 def observed_chaos(report: ProbeReport) -> str:
     """The chaos mode as the probe observed it (the root cause in the record)."""
     if report.reason == "factory_error":
@@ -28,6 +51,8 @@ def observed_chaos(report: ProbeReport) -> str:
         return "badjwt"
     if report.reason == "chaos_link":
         return "chaos link on a good order"
+    if report.reason == "factory_unreachable":
+        return FACTORY_UNREACHABLE
     if report.reason == "http_error" and "Chaos monkey" in report.detail:
         return "monkey (the service's own chaos switch)"
     return f"{report.failed_step} {report.reason}"
@@ -47,6 +72,7 @@ class Incident:
     link_answer: str | None = None
     link_host: str | None = None
     first_good_order_at: float | None = None
+    slowest_order_seconds: float | None = None  # of the failed synthetic orders
     resolved_at: float | None = None
     status: str = "open"  # open, resolved
     resolution: str | None = None
@@ -87,8 +113,8 @@ class Incident:
             + (f" The alert fired at {utc(self.alert_fired_at)}." if self.alert_fired_at else ""),
             "",
             "## Impact",
-            f"{self.failed_orders} failed synthetic order(s); duration {duration}. Real customers' "
-            "orders in the same window likely failed the same way.",
+            f"{self.failed_orders} failed synthetic order(s); duration {duration}. "
+            + impact(self.chaos_mode, self.slowest_order_seconds),
             "",
             "## Timeline (UTC)",
             *[f"- {utc(at)}: {event}" for at, event in self.timeline],

@@ -20,6 +20,7 @@ import requests
 from .client import PizzaClient
 from .clock import Clock, SystemClock
 from .config import ProbeConfig
+from .discovery import FactoryChoice, FactoryDirectory
 from .redact import RecoveryLink
 from .result import JourneyResult, StepFailure, StepResult
 
@@ -63,21 +64,32 @@ def run_journey(
     clock: Clock | None = None,
     session: requests.Session | None = None,
     budget: float | None = None,
+    factories: FactoryDirectory | None = None,
 ) -> JourneyResult:
-    """Run one journey against ``config.service_url``; never raises for a failing target."""
+    """Run one journey against ``config.service_url``; never raises for a failing target.
+
+    Without ``config.factory_url`` the pizza is verified at the factory the service names
+    (``factories`` remembers it between journeys; without one, the service is asked each time).
+    """
     clock = clock or SystemClock()
+    factories = factories or FactoryDirectory(clock=clock)
     started_at = clock.time()
     started = clock.monotonic()
     steps = _Steps(clock)
     version: str | None = None
     link: RecoveryLink | None = None
     token: str | None = None
+    factory: FactoryChoice | None = None
+    if config.factory_url is not None:
+        factory = FactoryChoice(config.factory_url, "configured")
     with PizzaClient(config, session) as client:
         if budget is not None:
             end = time.monotonic() + budget
             client.deadline = end - min(LOGOUT_RESERVE, budget / 4)
         try:
             version = steps.run("health", client.health)
+            if not config.read_only:
+                factory = factories.choose(config, client.docs_factory)
             token = steps.run("login", client.login)
             item = steps.run("menu", lambda: client.cheapest_menu_item(token))
             store = steps.run("franchises", lambda: client.first_store(token))
@@ -90,7 +102,8 @@ def run_journey(
                 raise
             link = answer.link
             order_seconds = steps.results[-1].duration
-            steps.run("verify", lambda: client.verify(answer.jwt))
+            factory_url = factory.url if factory else None
+            steps.run("verify", lambda: client.verify(answer.jwt, factory_url))
             if link is not None:
                 _judge_link(steps, order_seconds, config.slow_threshold)
         except (StepFailure, _ReadOnlyDone):
@@ -103,9 +116,11 @@ def run_journey(
             except StepFailure:
                 pass
     duration = clock.monotonic() - started
+    where = {"factory_url": factory.url if factory else None,
+             "factory_source": factory.source if factory else None}
     if steps.failure is None:
         return JourneyResult(True, started_at, duration, tuple(steps.results), status=200,
-                             target_version=version)
+                             target_version=version, **where)
     failed_step, failure = steps.failure
     return JourneyResult(
         success=False,
@@ -118,6 +133,7 @@ def run_journey(
         status=failure.status,
         chaos_link=link,
         target_version=version,
+        **where,
     )
 
 

@@ -29,7 +29,7 @@ class ProbeMetrics:
         self._lock = threading.Lock()
         self._labeled = targets is not None
         self._consecutive: dict[str | None, int] = {}
-        self._target_version: dict[str | None, str] = {}
+        self._target_info: dict[str | None, tuple[str, str]] = {}
         extra = ["target"] if self._labeled else []
         self.orders = Counter(
             "pizza_probe_orders",
@@ -91,8 +91,8 @@ class ProbeMetrics:
         build_info.labels(version).set(1)
         self.target_info = Gauge(
             "pizza_probe_target_info",
-            "The target service's version from GET /, value 1.",
-            extra + ["version"],
+            TARGET_INFO_HELP,
+            extra + ["version", "factory"],
             registry=registry,
         )
         for target in targets if self._labeled else [None]:
@@ -132,13 +132,24 @@ class ProbeMetrics:
             self._child(self.last_run, target).set(result.started_at)
             if result.success:
                 self._child(self.last_success, target).set(result.started_at)
-            version = result.target_version
-            old = self._target_version.get(target)
-            if version is not None and version != old:
+            info = _target_info(result)
+            old = self._target_info.get(target)
+            if info is not None and info != old:
                 if old is not None:
-                    self.target_info.remove(*self._labels(target, old))
-                self._child(self.target_info, target, version).set(1)
-                self._target_version[target] = version
+                    self.target_info.remove(*self._labels(target, *old))
+                self._child(self.target_info, target, *info).set(1)
+                self._target_info[target] = info
+
+
+TARGET_INFO_HELP = ("The target service's version from GET / and the factory its pizzas are "
+                    "verified at (configured, or named by the service at GET /api/docs), value 1.")
+
+
+def _target_info(result: JourneyResult) -> tuple[str, str] | None:
+    """(version, factory) of ``pizza_probe_target_info``, once the service answered GET /."""
+    if result.target_version is None:
+        return None
+    return result.target_version, result.factory_url or ""
 
 
 class JourneyCollector:
@@ -177,11 +188,11 @@ class JourneyCollector:
                                 "Seconds since the journey answered here ended: 0 for a new "
                                 "journey, more for one reused within the module's min_interval.",
                                 value=self.age)
-        info = GaugeMetricFamily("pizza_probe_target_info",
-                                 "The target service's version from GET /, value 1.",
-                                 labels=["version"])
-        if r.target_version is not None:
-            info.add_metric([r.target_version], 1)
+        info = GaugeMetricFamily("pizza_probe_target_info", TARGET_INFO_HELP,
+                                 labels=["version", "factory"])
+        labels = _target_info(r)
+        if labels is not None:
+            info.add_metric(list(labels), 1)
         yield info
 
 

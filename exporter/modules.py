@@ -22,6 +22,7 @@ import yaml
 from .config import (PLAIN_NETLOC, ConfigError, ProbeConfig, is_plain_ascii, parse_duration,
                      parse_http_url, read_secret_file)
 from .logs import get_logger
+from .transport import check_ca_file
 
 DEFAULT_MODULE = "default"
 DEFAULT_MIN_INTERVAL = 10.0
@@ -30,7 +31,7 @@ MAX_FILE_BYTES = 16 << 20
 _MODULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _MODULE_KEYS = ("factory_url", "email", "password_env", "password_file", "timeout",
-                "order_timeout", "slow_threshold", "min_interval", "read_only")
+                "order_timeout", "slow_threshold", "min_interval", "read_only", "ca_file")
 _TOP_KEYS = ("modules", "targets", "allowed_target_patterns")
 
 
@@ -48,10 +49,12 @@ class Module:
     def describe(self) -> str:
         """One line of the module's settings; the password shows as ``<secret>``."""
         p = self.probe
-        return (f"{self.name}: factory_url={p.factory_url} email={p.email} password=<secret> "
+        factory = p.factory_url or "(named by the service, else the public factory)"
+        return (f"{self.name}: factory_url={factory} email={p.email} password=<secret> "
                 f"timeout={p.timeout:g}s order_timeout={p.order_timeout:g}s "
                 f"slow_threshold={p.slow_threshold:g}s min_interval={self.min_interval:g}s "
-                f"read_only={'true' if p.read_only else 'false'}")
+                f"read_only={'true' if p.read_only else 'false'} "
+                f"ca_file={p.ca_file or '(environment)'}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,6 +205,11 @@ def _module(name: str, body: Any, source: str, environ: Mapping[str, str],
     for key in ("timeout", "order_timeout", "slow_threshold"):
         if key in body:
             settings[key] = _wrap(parse_duration, source, f"{where}.{key}", _text(body[key]))
+    if "ca_file" in body:
+        path = body["ca_file"]
+        _require(isinstance(path, str) and path != "", source, f"{where}.ca_file", "must be a path")
+        settings["ca_file"] = _wrap(check_ca_file, source, f"{where}.ca_file",
+                                    os.path.join(base_dir, os.path.expanduser(path)))
     if "read_only" in body:
         _require(isinstance(body["read_only"], bool), source, f"{where}.read_only",
                  "must be true or false")

@@ -152,6 +152,18 @@ def order_answer(data: Any) -> OrderAnswer:
     return OrderAnswer(order_id=order["id"], jwt=jwt, message=message(data), link=chaos_link(data))
 
 
+def docs_factory(data: Any) -> str | None:
+    """The factory URL the service names in ``GET /api/docs`` (``config.factory``), or None
+    when the answer does not say (older forks have no such field)."""
+    if not isinstance(data, dict):
+        raise ShapeError("docs answer is not a JSON object")
+    config = data.get("config")
+    factory = config.get("factory") if isinstance(config, dict) else None
+    if isinstance(factory, str) and factory.strip():
+        return factory.strip()
+    return None
+
+
 def logout_ok(data: Any) -> None:
     """``DELETE /api/auth`` answers ``{"message": "logout successful"}``; forks word the message
     differently, so only the shape is checked."""

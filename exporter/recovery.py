@@ -16,6 +16,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
 
+from . import transport
 from .config import PLAIN_NETLOC, ConfigError, is_plain_ascii
 from .redact import RecoveryLink, redact_url
 
@@ -67,8 +68,11 @@ class LinkPolicy:
         self.entries = {parse_allow_entry(entry) for entry in allowed}
 
     @classmethod
-    def default(cls, factory_url: str, extra: list[str] | tuple[str, ...] = ()) -> "LinkPolicy":
-        return cls([*DEFAULT_ALLOWED_HOSTS, factory_url, *extra])
+    def default(cls, factory_url: str | None,
+                extra: list[str] | tuple[str, ...] = ()) -> "LinkPolicy":
+        """The public factory hosts, the configured factory's host and ``extra``. A factory the
+        service names at ``GET /api/docs`` is not added: an answer never widens the list."""
+        return cls([*DEFAULT_ALLOWED_HOSTS, *([factory_url] if factory_url else []), *extra])
 
     def refusal(self, url: str) -> str | None:
         """Why ``url`` may not be called, or None if it may."""
@@ -131,20 +135,22 @@ def classify_answer(status: int, body: bytes) -> LinkOutcome:
 
 
 def call_link(link: RecoveryLink, policy: LinkPolicy, *, timeout: float = 5.0,
-              session: requests.Session | None = None, user_agent: str = "pizza-probe") -> LinkOutcome:
-    """GET the link if the policy admits it; never raises for network or answer problems."""
+              session: requests.Session | None = None, user_agent: str = "pizza-probe",
+              ca_file: str | None = None) -> LinkOutcome:
+    """GET the link if the policy admits it; never raises for network or answer problems.
+    TLS is trusted as :mod:`exporter.transport` says (``ca_file``, else the environment)."""
     url = link.reveal()
     refusal = policy.refusal(url)
     if refusal:
         return LinkOutcome("refused", refusal)
     own_session = session is None
-    session = session or requests.Session()
-    session.trust_env = False
+    session = transport.configure(session or requests.Session(), ca_file)
     try:
         for _ in range(_MAX_REDIRECTS + 1):
             try:
                 response = session.get(url, timeout=timeout, allow_redirects=False, stream=True,
-                                       headers={"User-Agent": user_agent})
+                                       headers={"User-Agent": user_agent},
+                                       proxies=transport.proxies_for(url))
                 try:
                     body = _read_capped(response)
                 finally:
@@ -152,7 +158,8 @@ def call_link(link: RecoveryLink, policy: LinkPolicy, *, timeout: float = 5.0,
             except requests.Timeout:
                 return LinkOutcome("error", f"no answer within {timeout:g}s")
             except requests.RequestException as exc:
-                return LinkOutcome("error", f"request failed: {type(exc).__name__}")
+                tls = transport.tls_failure(exc)
+                return LinkOutcome("error", f"request failed: {tls or type(exc).__name__}")
             if response.is_redirect:
                 target = urljoin(url, response.headers.get("Location", ""))
                 if _host_port(target) != _host_port(url):

@@ -38,11 +38,39 @@ def render_text(result: JourneyResult, service_url: str) -> str:
         lines.append(f"chaos link ({result.chaos_link.key}): {result.chaos_link.redacted}")
     if result.target_version and len(result.steps) > 1:
         lines.append(f"service version: {result.target_version}")
+    if result.factory_url and len(result.steps) > 1:
+        lines.append(f"factory: {result.factory_url} ({FACTORY_SOURCES[result.factory_source or '']})")
     return "\n".join(lines)
 
 
-def render_json(result: JourneyResult, service_url: str) -> str:
-    return json.dumps({"service_url": service_url, **result.to_dict()}, indent=2)
+FACTORY_SOURCES = {
+    "configured": "configured: --factory-url or the module's factory_url",
+    "service": "named by the service at GET /api/docs",
+    "default": "the public factory: the service does not name one at GET /api/docs",
+    "": "unknown",
+}
+
+
+def render_json(result: JourneyResult, service_url: str, **extra) -> str:
+    """One JSON document: the journey, and whatever ``extra`` adds (``once --recover``'s
+    recovery)."""
+    return json.dumps({"service_url": service_url, **result.to_dict(), **extra}, indent=2)
+
+
+def recovery_json(incident, record: str | None) -> dict:
+    """What ``once --recover`` did, for ``--json``; links redacted."""
+    return {
+        "incident": incident.id,
+        "status": incident.status,
+        "chaos": incident.chaos_mode,
+        "attempts": [{key: attempt.get(key) for key in ("result", "called", "link", "host",
+                                                        "detail")}
+                     for attempt in incident.attempts],
+        "verified": incident.status == "resolved",
+        "time_to_recover_seconds": None if incident.duration is None
+        else round(incident.duration, 3),
+        "record": record,
+    }
 
 
 def render_recovery(incident, incident_dir: str | None) -> str:

@@ -13,11 +13,13 @@ STEPS = ("health", "login", "menu", "franchises", "order", "verify", "logout")
 # Why a step failed. Documented in README.md; a closed set so label cardinality stays bounded.
 REASONS = {
     "connection_error": "could not connect, the connection was reset, or the name did not resolve",
+    "tls_error": "the TLS handshake failed, e.g. a certificate no trusted CA signed (see --ca-file)",
     "timeout": "the step did not finish within its timeout",
     "auth_error": "login refused (401/403/404 unknown user), or a token was not accepted",
     "http_error": "an unexpected HTTP status, including the service's own 'Chaos monkey' 500",
     "bad_response": "the body was not JSON, had the wrong shape, was truncated or too large",
     "factory_error": "the order failed at the factory: 500 'Failed to fulfill order at factory'",
+    "factory_unreachable": "the service could not reach its factory at all: 500 'fetch failed'",
     "bad_jwt": "the factory's verify endpoint rejected the pizza JWT",
     "slow": "the order carried a chaos link and took longer than --slow-threshold (throttle chaos)",
     "chaos_link": "the order succeeded but its answer carried a chaos link",
@@ -67,6 +69,10 @@ class JourneyResult:
     status: int | None = None
     chaos_link: RecoveryLink | None = None
     target_version: str | None = None
+    # Where the pizza was (or would be) verified, and who said so: "configured" (--factory-url,
+    # a module's factory_url), "service" (its GET /api/docs) or "default" (the public factory).
+    factory_url: str | None = None
+    factory_source: str | None = None
 
     @property
     def step_durations(self) -> dict[str, float]:
@@ -85,6 +91,8 @@ class JourneyResult:
             "chaos_link": self.chaos_link.redacted if self.chaos_link else None,
             "chaos_link_key": self.chaos_link.key if self.chaos_link else None,
             "target_version": self.target_version,
+            "factory_url": self.factory_url,
+            "factory_source": self.factory_source,
             "steps": [
                 {
                     "step": s.name,

@@ -13,6 +13,7 @@ from prometheus_client import (CollectorRegistry, GCCollector, Gauge, PlatformCo
 
 from .alertmanager import Deduper
 from .config import ConfigError, ProbeConfig
+from .discovery import FactoryDirectory
 from .fleet import FleetMetrics, ProbeService
 from .handoff import ExporterFeed, LatestJourney
 from .httpserver import BackgroundServer
@@ -86,6 +87,7 @@ def start_exporter(config: ProbeConfig, interval: float, listen: tuple[str, int]
         ReloadMetrics(registry, modules)
     history = History()
     latest = LatestJourney()
+    factories = FactoryDirectory()  # the factory each service names, shared by every journey
     scheduled = [("", config.service_url)] if targets is None else list(targets)
     metrics = ProbeMetrics(registry, targets=None if targets is None else
                            [name for name, _ in scheduled])
@@ -97,7 +99,7 @@ def start_exporter(config: ProbeConfig, interval: float, listen: tuple[str, int]
             per_target = [metrics.recorder(name), history.of(name),
                           JourneyLogger(log, {"target": name})]
         loops.append(ProbeLoop(
-            functools.partial(_scheduled_journey, modules, module, url),
+            functools.partial(_scheduled_journey, modules, module, url, factories),
             interval, [*per_target, *observers], rng=random.Random(),
             start_delay=interval * index / len(scheduled)))
     # /probe exists in fleet mode only: with --target or a modules file. A one-target exporter
@@ -108,6 +110,7 @@ def start_exporter(config: ProbeConfig, interval: float, listen: tuple[str, int]
         fleet = ProbeService(modules, static_targets=[normalize_target(url, name=name)
                                                       for _, url in scheduled],
                              max_concurrent=max_concurrent, metrics=FleetMetrics(registry),
+                             run=functools.partial(run_journey, factories=factories),
                              observers=[history.probe, ProbeLogger(log)])
     server = exporter_server(*listen, registry, history, latest, handoff_token, fleet,
                              modules.reload if modules.path is not None else None).start()
@@ -116,8 +119,10 @@ def start_exporter(config: ProbeConfig, interval: float, listen: tuple[str, int]
     return exporter
 
 
-def _scheduled_journey(modules: ModulesSource, module: str, url: str) -> JourneyResult:
-    return run_journey(modules.current.modules[module].config_for(url))  # reload keeps it
+def _scheduled_journey(modules: ModulesSource, module: str, url: str,
+                       factories: FactoryDirectory) -> JourneyResult:
+    config = modules.current.modules[module].config_for(url)  # a reload reaches it
+    return run_journey(config, factories=factories)
 
 
 class ReloadMetrics:
@@ -158,5 +163,6 @@ def start_sidecar(config: ProbeConfig, options: SidecarOptions, listen: tuple[st
                      store or IncidentStore(None), listener=listener)
     server = sidecar_server(*listen, registry, engine, webhook_token, Deduper()).start()
     if exporter_url:
-        ExporterFeed(exporter_url, engine.submit_report, token=handoff_token, stop=stop).start()
+        ExporterFeed(exporter_url, engine.submit_report, token=handoff_token, stop=stop,
+                     ca_file=config.ca_file).start()
     return SidecarProcess(engine, server, policy, engine.start(stop))

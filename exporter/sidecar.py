@@ -169,6 +169,9 @@ class Sidecar:
             incident = self._open("probe", report.first_failure_at or report.started_at)
         incident.failed_orders += 1
         mode = observed_chaos(report)
+        if report.order_seconds is not None:
+            incident.slowest_order_seconds = max(incident.slowest_order_seconds or 0.0,
+                                                 report.order_seconds)
         if incident.chaos_mode is None or (report.link and incident.chaos_mode != mode):
             incident.chaos_mode = mode
             incident.note(now, f"synthetic order failed at {report.failed_step}: {report.reason}"
@@ -250,7 +253,8 @@ class Sidecar:
             outcome = LinkOutcome("dry_run", "dry run: the link was not called")
         else:
             outcome = self.link_caller(link, self.policy, timeout=self.options.link_timeout,
-                                       user_agent=self.probe_config.user_agent)
+                                       user_agent=self.probe_config.user_agent,
+                                       ca_file=self.probe_config.ca_file)
         self._record_attempt(incident, link, outcome)
         if outcome.result in ("resolved", "no_chaos"):
             self._verify(incident)

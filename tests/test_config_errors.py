@@ -60,6 +60,7 @@ BAD = {
     "config_file": ["{missing}", "{directory}", "{latin1}", "{bad_yaml}", "{unknown_key}",
                     "{inline_password}", "{bad_pattern}", "{missing_password_env}"],
     "module": ["nope"],
+    "path": ["{missing}", "{directory}", "{file}", "{empty}"],  # --ca-file: a file of PEM certs
 }
 ENV_ONLY = {"flag": ["maybe"]}  # a boolean flag's environment variable: not a boolean
 # Zero is valid here: no delay, no extra ports.
@@ -277,6 +278,23 @@ def test_password_file_error_names_the_file_not_its_content(run, paths):
 def test_bad_allow_host_is_one_line_and_exit_2(run, argv, env):
     line = run(argv, env)
     assert "allow-host" in line.lower() or "PIZZA_RECOVERY_ALLOW_HOSTS" in line
+
+
+# --- an empty password logs in as anyone at the real service: refused from every source -----
+
+@pytest.mark.parametrize("argv,env", [
+    pytest.param(["once", "--password", ""], {}, id="once flag"),
+    pytest.param(["serve", "--password", ""], {}, id="serve flag"),
+    pytest.param(["sidecar", "--password", ""], {}, id="sidecar flag"),
+    pytest.param(["once"], {"PIZZA_PROBE_PASSWORD": ""}, id="once env"),
+    pytest.param(["serve"], {"PIZZA_PROBE_PASSWORD": ""}, id="serve env"),
+    pytest.param(["sidecar"], {"PIZZA_PROBE_PASSWORD": ""}, id="sidecar env"),
+    pytest.param(["once", "--password-file", "{empty}"], {}, id="empty file"),
+    pytest.param(["once", "--password-file", "{blank_first_line}"], {}, id="blank first line"),
+])
+def test_an_empty_password_is_a_configuration_error(run, argv, env):
+    line = run(argv, env)
+    assert "password" in line.lower() and ("empty" in line), line
 
 
 def test_once_refuses_an_uncreatable_incident_dir_even_without_recover(run):

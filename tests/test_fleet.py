@@ -642,7 +642,7 @@ def test_debug_view_shows_steps_module_and_metrics(simulator, fleet):
     page = answer.text
     assert f"target: {sim.service_url}\n" in page
     assert re.search(rf"^module: m: factory_url={re.escape(sim.factory_url)} email={EMAIL} "
-                     r"password=<secret> .*min_interval=0s read_only=false$", page, re.M), page
+                     r"password=<secret> .*min_interval=0s read_only=false ca_file=\(environment\)$", page, re.M), page
     assert "answer: a new journey" in page
     for step in STEPS:
         assert re.match(rf"{step}\s+ok\s+200\s", step_line(page, step)), page

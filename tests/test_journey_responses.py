@@ -189,7 +189,7 @@ CASES = [
     ("GET", f"{SVC}/api/order/menu", dict(body=requests.exceptions.ReadTimeout("read timed out")), "menu", "timeout", None),
     ("POST", f"{SVC}/api/order", dict(body=requests.exceptions.ConnectTimeout("connect timed out")), "order", "timeout", None),
     ("GET", f"{SVC}/", dict(body=requests.exceptions.ConnectionError("[Errno 111] Connection refused")), "health", "connection_error", None),
-    ("POST", f"{FACTORY}/api/order/verify", dict(body=requests.exceptions.SSLError("handshake")), "verify", "connection_error", None),
+    ("POST", f"{FACTORY}/api/order/verify", dict(body=requests.exceptions.SSLError("handshake")), "verify", "tls_error", None),
 ]
 
 

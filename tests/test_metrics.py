@@ -60,8 +60,8 @@ def test_record_moves_every_metric(registry):
     assert value(text, "pizza_probe_chaos_link_seen") == 0
     assert value(text, "pizza_probe_last_run_timestamp_seconds") == 1_700_000_200.0
     assert value(text, "pizza_probe_last_success_timestamp_seconds") == 1_700_000_000.0
-    assert value(text, "pizza_probe_target_info", version="v2") == 1
-    assert value(text, "pizza_probe_target_info", version="v1") is None
+    assert value(text, "pizza_probe_target_info", version="v2", factory="") == 1
+    assert value(text, "pizza_probe_target_info", version="v1", factory="") is None
     metrics.record(failed_result(t=1_700_000_300.0))
     text = exposition(registry)
     assert value(text, "pizza_probe_chaos_link_seen") == 1

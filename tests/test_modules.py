@@ -353,7 +353,7 @@ def test_describe_and_repr_never_show_the_password(full_file):
     described = loaded.modules["full"].describe()
     assert described == ("full: factory_url=https://Factory.example.com email=probe@jwt.com "
                          "password=<secret> timeout=2s order_timeout=90s slow_threshold=0.5s "
-                         "min_interval=0s read_only=true")
+                         "min_interval=0s read_only=true ca_file=(environment)")
 
 
 def test_describe_of_a_module_built_in_code():

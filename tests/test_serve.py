@@ -30,7 +30,8 @@ def test_counters_move_when_the_target_starts_failing(simulator, serve):
          what="two good journeys")
     text = exporter.metrics()
     assert value(text, "pizza_probe_success") == 1
-    assert value(text, "pizza_probe_target_info", version="20241120.055253") == 1
+    assert value(text, "pizza_probe_target_info", version="20241120.055253",
+                 factory=simulator.factory_url) == 1
 
     chaos(simulator, "fail")
     poll(lambda: (value(exporter.metrics(), "pizza_probe_failures_total", step="order",

@@ -117,7 +117,9 @@ def test_every_journey_metric_carries_its_target_and_follows_its_chaos(two_targe
     assert by_target(text, "pizza_probe_last_success_timestamp_seconds", "a") == 0
     assert by_target(text, "pizza_probe_step_duration_seconds_count", "a", step="order") >= 2
     assert by_target(text, "pizza_probe_step_duration_seconds_count", "a", step="verify") is None
-    assert by_target(text, "pizza_probe_target_info", "a", version=SERVICE_VERSION) == 1
+    factory = two_targets.a.factory_url  # the --factory-url, for both targets
+    assert by_target(text, "pizza_probe_target_info", "a", version=SERVICE_VERSION,
+                     factory=factory) == 1
 
     # b: every journey succeeds, verified at a's factory
     assert by_target(text, "pizza_probe_orders_total", "b", result="failure") == 0
@@ -128,7 +130,8 @@ def test_every_journey_metric_carries_its_target_and_follows_its_chaos(two_targe
     assert by_target(text, "pizza_probe_last_success_timestamp_seconds", "b") > 1e9
     assert by_target(text, "pizza_probe_step_duration_seconds_count", "b", step="verify") >= 2
     assert by_target(text, "pizza_probe_duration_seconds_count", "b") >= 2
-    assert by_target(text, "pizza_probe_target_info", "b", version=SERVICE_VERSION) == 1
+    assert by_target(text, "pizza_probe_target_info", "b", version=SERVICE_VERSION,
+                     factory=factory) == 1
 
     assert value(text, "pizza_probe_orders_total", result="success") is None  # nothing unlabeled
     build = [labels for (name, labels) in samples(text) if name == "pizza_probe_build_info"]
@@ -179,7 +182,8 @@ def test_without_target_the_metrics_have_no_target_label(processes, simulator):
     journey = journey_samples(text)
     assert journey and all("target" not in dict(labels) for _, labels in journey), journey
     assert value(text, "pizza_probe_success") == 1
-    assert value(text, "pizza_probe_target_info", version=SERVICE_VERSION) == 1
+    assert value(text, "pizza_probe_target_info", version=SERVICE_VERSION,
+                 factory=simulator.factory_url) == 1
     assert f"targets={simulator.service_url} " in exporter.logs()
 
 
