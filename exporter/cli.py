@@ -450,10 +450,21 @@ CHAOS_MODE_LIST = _Parsed("modes", _modes)
 @click.option("--extra-ports", type=click.IntRange(min=0, max=1000), default=0, show_default=True,
               help="Also serve the same shop on this many ports after --listen's, skipping "
                    "the factory's (a fleet of targets for /probe; --listen needs a fixed port).")
+@click.option("--factory-tls", is_flag=True,
+              help="Serve the factory over HTTPS with a certificate from a private CA made at "
+                   "start (give its ca.pem to pizza-probe with --ca-file). Its links are "
+                   "https://HOST/... with no port, as the real factory writes them, when it "
+                   "listens on 443; on another port the link keeps the port.")
+@click.option("--tls-dir", metavar="DIR", type=click.Path(file_okay=False),
+              help="With --factory-tls: write ca.pem, factory.pem and factory-key.pem here "
+                   "[default: a new temporary directory].")
+@click.option("--factory-unreachable", is_flag=True,
+              help="The service cannot reach its factory: every order answers 500 "
+                   "'fetch failed', as the real service does then.")
 @logging_options
 def simulate(listen, factory_listen, chaos, throttle_delay, chaos_every, chaos_modes, link_key,
-             link_form, franchise_shape, monkey, delay, vendor_key, extra_ports, log_level,
-             log_format) -> int:
+             link_form, franchise_shape, monkey, delay, vendor_key, extra_ports, factory_tls,
+             tls_dir, factory_unreachable, log_level, log_format) -> int:
     """Serve a JWT Pizza service and its factory, with every chaos mode, on loopback.
 
     \b
@@ -462,7 +473,15 @@ def simulate(listen, factory_listen, chaos, throttle_delay, chaos_every, chaos_m
       curl -X PUT -H "Authorization: Bearer VENDOR_KEY" FACTORY/api/vendor/chaos/fail
     (fail, throttle, badjwt, or none to clear it), or the service's own monkey:
       PUT SERVICE/api/order/chaos/true with an admin token.
+    Unlike the real factory, which schedules chaos for the next day and has neither 'none' nor
+    GET /api/vendor/chaos, the simulator starts and clears chaos at once, for drills.
     """
+    if tls_dir:
+        try:
+            os.makedirs(tls_dir, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"tls-dir: cannot create {tls_dir!r}: "
+                              f"{exc.strerror or type(exc).__name__}") from None
     log = setup_logging(log_level, log_format)
 
     def on_event(name: str, fields: dict) -> None:
@@ -471,7 +490,8 @@ def simulate(listen, factory_listen, chaos, throttle_delay, chaos_every, chaos_m
     simulator = Simulator(SimulatorOptions(
         throttle_delay=throttle_delay, link_key=link_key, link_form=link_form,
         franchise_shape=franchise_shape, vendor_key=vendor_key, chaos=chaos, monkey=monkey,
-        delay=delay),
+        delay=delay, factory_tls=factory_tls, tls_dir=tls_dir,
+        factory_unreachable=factory_unreachable),
         on_event=on_event)
     ports = [port for port in range(listen[1] + 1, listen[1] + extra_ports + 2)
              if (listen[0], port) != factory_listen][:extra_ports]
@@ -489,8 +509,10 @@ def simulate(listen, factory_listen, chaos, throttle_delay, chaos_every, chaos_m
                + (f"  also on     {len(also)} ports, {also[0][1]}-{also[-1][1]} (the same shop)\n"
                   if also else "")
                + f"  vendor key  {simulator.factory.vendor_key}  (switches chaos)\n"
-               f"  try: pizza-probe once --service-url {simulator.service_url} "
-               f"--factory-url {simulator.factory_url}")
+               + (f"  CA file     {simulator.ca_file}  (the factory's private CA)\n"
+                  if simulator.ca_file else "")
+               + f"  try: pizza-probe once --service-url {simulator.service_url}"
+               + (f" --ca-file {simulator.ca_file}" if simulator.ca_file else ""))
     log.info("listening", extra={"fields": {"address": f"{listen[0]}:{simulator.servers[0].port}",
                                              "factory_address": f"{factory_listen[0]}:{simulator.servers[1].port}"}})
     wait_for(stop)

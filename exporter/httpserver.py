@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import selectors
 import socket
+import ssl
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,9 +23,10 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
 
     def handle_error(self, request, client_address) -> None:
-        """A client that went away is normal; anything else is one line, never a traceback."""
+        """A client that went away (or refused our certificate) is normal; anything else is one
+        line, never a traceback."""
         exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError)):
+        if isinstance(exc, (ConnectionError, TimeoutError, ssl.SSLError)):
             return
         sys.stderr.write(f"pizza-probe: error handling a request: {type(exc).__name__}\n")
 

@@ -17,6 +17,9 @@ import itertools
 import json
 import re
 import secrets
+import shutil
+import ssl
+import tempfile
 import threading
 import time
 from typing import Any, Callable, Sequence
@@ -36,6 +39,11 @@ LINK_KEYS = {
 LINK_FORMS = ("current", "legacy")
 FRANCHISE_SHAPES = ("new", "old")
 SERVICE_VERSION = "20241120.055253"
+# The real factory's badjwt chaos answers this one stale token; its first segment does not decode.
+BADJWT_TOKEN = ("deadxe6MzE3NjE0ZGY1ZTc0YjA4NjI0ZDU5OTg4Y2E3NTc0ZjYy."
+                "eyJ2ZW5kb3IiOnsiaWQiOiJjaGFvcyJ9LCJpYXQiOjE3MzI1ODU2MDB9."
+                "c3RhbGUtc2lnbmF0dXJlLW9mLXRoZS1iYWRqd3QtY2hhb3M")
+FACTORY_UNREACHABLE = "fetch failed"  # Node's fetch() error, passed on by the service
 MAX_REQUEST_BYTES = 1 << 20
 MENU = (
     ("Veggie", "A garden of delight", 0.0038),
@@ -58,14 +66,6 @@ class HttpError(Exception):
         self.body.update(extra or {})
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 @dataclasses.dataclass
 class SimulatorOptions:
     throttle_delay: float = 32.0
@@ -76,9 +76,15 @@ class SimulatorOptions:
     chaos: str | None = None
     monkey: bool = False
     delay: float = 0.0  # every answer of the service and the factory waits this long
-    # The factory's JWT signing key. Simulators given the same key verify each other's pizzas,
-    # as the one real factory verifies every student's: many services, one factory URL.
+    # Seed of the factory's RS256 signing key. Simulators given the same seed verify each
+    # other's pizzas, as the one real factory verifies every student's: many services, one URL.
     signing_key: bytes | None = None
+    # Serve the factory over TLS with a certificate from a private CA made at start, written to
+    # tls_dir (a new temporary directory if None) as ca.pem, factory.pem and factory-key.pem.
+    factory_tls: bool = False
+    tls_dir: str | None = None
+    # The service cannot reach its factory: every order answers 500 "fetch failed".
+    factory_unreachable: bool = False
 
 
 class Factory:
@@ -89,7 +95,9 @@ class Factory:
         self.options = options
         self.api_key = secrets.token_hex(16)  # the student's key, embedded in every link
         self.vendor_key = options.vendor_key or secrets.token_hex(16)  # switches chaos
-        self._secret = options.signing_key or secrets.token_bytes(32)
+        from .simkeys import JwtSigner  # cryptography: loaded only by the simulator
+
+        self.signer = JwtSigner(options.signing_key)
         self._lock = threading.Lock()
         self._mode: str | None = None
         self._fix_code = ""
@@ -129,30 +137,18 @@ class Factory:
             return False, None, link
         if mode == "throttle":
             self.shutdown.wait(self.options.throttle_delay)
-        jwt = self._sign({"vendor": {"id": "sim", "name": "JWT Pizza Simulator"},
-                          "diner": diner, "order": order})
         if mode == "badjwt":
-            head, body, _sig = jwt.split(".")
-            jwt = f"{head}.{body}.{_b64(secrets.token_bytes(32))}"
+            return True, BADJWT_TOKEN, link
+        jwt = self.signer.sign({"vendor": {"id": "sim", "name": "JWT Pizza Simulator"},
+                                "diner": diner, "order": order})
         return True, jwt, link
 
-    def _sign(self, payload: dict) -> str:
-        head = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-        body = _b64(json.dumps(payload, separators=(",", ":")).encode())
-        sig = hmac.new(self._secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
-        return f"{head}.{body}.{_b64(sig)}"
-
     def verify(self, jwt: Any) -> dict | None:
-        if not isinstance(jwt, str) or jwt.count(".") != 2:
+        """The payload (vendor, diner, order) of a valid pizza JWT, else None."""
+        claims = self.signer.verify(jwt)
+        if claims is None:
             return None
-        head, body, sig = jwt.split(".")
-        expected = hmac.new(self._secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
-        try:
-            if not hmac.compare_digest(_unb64(sig), expected):
-                return None
-            return json.loads(_unb64(body))
-        except (ValueError, UnicodeDecodeError):
-            return None
+        return {key: claims[key] for key in ("vendor", "diner", "order") if key in claims}
 
     def resolve(self, api_key: str, fix_code: str) -> str:
         """'resolved', 'no_chaos', 'unresolved' (wrong code) or 'unknown_key'."""
@@ -194,6 +190,16 @@ class PizzaService:
         self.franchises = [{"id": 1, "name": "pizzaPocket", "stores": [{"id": 1, "name": "SLC"}]}]
         self.orders: list[dict] = []
         self._order_ids = itertools.count(1)
+        self.factory_reachable = not options.factory_unreachable
+
+    def docs(self) -> dict:
+        """``GET /api/docs``: the endpoints, and in ``config`` the factory the service calls."""
+        return {"version": SERVICE_VERSION,
+                "endpoints": [{"method": m, "path": p} for m, p in (
+                    ("PUT", "/api/auth"), ("POST", "/api/auth"), ("DELETE", "/api/auth"),
+                    ("GET", "/api/order/menu"), ("GET", "/api/order"), ("POST", "/api/order"),
+                    ("GET", "/api/franchise"))],
+                "config": {"factory": self.factory.base_url, "db": "127.0.0.1"}}
 
     @staticmethod
     def public_user(user: dict) -> dict:
@@ -209,9 +215,12 @@ class PizzaService:
         return self.users[email]
 
     def login(self, body: Any) -> dict:
-        email = body.get("email") if isinstance(body, dict) else None
-        user = self.users.get(email) if isinstance(email, str) else None
-        if user is None or body.get("password") != user["password"]:
+        if not isinstance(body, dict) or not isinstance(body.get("email"), str) \
+                or not isinstance(body.get("password"), str):
+            raise HttpError(500, "data and hash arguments required")  # bcrypt, as in the real one
+        user = self.users.get(body["email"])
+        # The real login skips the password check when the password is empty.
+        if user is None or (body["password"] != "" and body["password"] != user["password"]):
             raise HttpError(404, "unknown user")
         token = secrets.token_urlsafe(24)
         with self._lock:
@@ -270,6 +279,8 @@ class PizzaService:
         if not 1 <= len(items) <= 20:  # the oven is full: a long wait, then no link
             self.factory.shutdown.wait(self.options.throttle_delay)
             raise HttpError(500, "Failed to fulfill order at factory", stack=False)
+        if not self.factory_reachable:
+            raise HttpError(500, FACTORY_UNREACHABLE)
         ok, jwt, link = self.factory.make_pizza(diner, order)
         key_ok, key_failed = LINK_KEYS[self.options.link_key]
         if not ok:
@@ -284,14 +295,31 @@ class PizzaService:
 Route = tuple[str, "re.Pattern[str]", Callable[..., Any]]
 
 
+def _express_headers(data: bytes) -> dict[str, str]:
+    """What the real service's Express app adds to every answer: CORS, a weak ETag, keep-alive."""
+    digest = hashlib.sha1(data).digest()  # noqa: S324 (Express's etag, not a security use)
+    tag = base64.b64encode(digest).decode()[:27]
+    return {"X-Powered-By": "Express", "Access-Control-Allow-Origin": "*",
+            "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE",
+            "Access-Control-Allow-Headers": "Content-Type, Authorization",
+            "Access-Control-Allow-Credentials": "true",
+            "ETag": f'W/"{len(data):x}-{tag}"', "Connection": "keep-alive",
+            "Keep-Alive": "timeout=5"}
+
+
 def _make_handler(routes: list[Route], counter: "collections.Counter | None" = None,
-                  delay: float = 0.0):
+                  delay: float = 0.0, *, express: bool = False,
+                  bad_json: tuple[int, bool] = (400, True)):
+    """``express``: add the real service's headers. ``bad_json``: the status of a body that is
+    not JSON, and whether the answer has a stack (the factory's verify: a 500 without one)."""
+
     class Handler(QuietHandler):
         server_version = "jwt-pizza-simulator"
 
         def _answer(self, status: int, body: Any) -> None:
             data = json.dumps(body).encode()
-            self.send_body(status, data, "application/json; charset=utf-8")
+            self.send_body(status, data, "application/json; charset=utf-8",
+                           _express_headers(data) if express else None)
 
         def _raw_body(self) -> bytes:
             if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -330,7 +358,8 @@ def _make_handler(routes: list[Route], counter: "collections.Counter | None" = N
             try:
                 return json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
-                raise HttpError(400, "Unexpected token in JSON at position 0") from None
+                raise HttpError(bad_json[0], "Unexpected token in JSON at position 0",
+                                stack=bad_json[1]) from None
 
         def _dispatch(self) -> None:
             if delay:
@@ -378,6 +407,8 @@ class Simulator:
         # (method, route) -> requests answered by the service; for tests and benchmarks
         self.requests: collections.Counter = collections.Counter()
         self._schedule: threading.Thread | None = None
+        self.ca_file: str | None = None  # the private CA's certificate, with factory_tls
+        self._own_tls_dir: str | None = None
 
     def _event(self, name: str, fields: dict) -> None:
         self.events.append((time.time(), name, fields))
@@ -391,8 +422,9 @@ class Simulator:
         all of them), so one simulator can stand in for a fleet of targets."""
         delay = self.options.delay
         factory_server = BackgroundServer(
-            *factory_listen, _make_handler(self._factory_routes(), delay=delay), name="sim-factory")
-        service_handler = _make_handler(self._service_routes(), self.requests, delay)
+            *factory_listen, _make_handler(self._factory_routes(), delay=delay,
+                                           bad_json=(500, False)), name="sim-factory")
+        service_handler = _make_handler(self._service_routes(), self.requests, delay, express=True)
         try:
             service_server = BackgroundServer(*listen, service_handler, name="sim-service")
         except Exception:
@@ -405,11 +437,31 @@ class Simulator:
             service_server.server.server_close()
             raise
         self.factory.base_url = factory_server.url()
+        if self.options.factory_tls:
+            self.factory.base_url = self._serve_tls(factory_server)
         self.fleet.start()
         self.servers = [service_server.start(), factory_server.start()]
         if self.options.chaos:
             self.factory.set_chaos(self.options.chaos)
         return self
+
+    def _serve_tls(self, server: BackgroundServer) -> str:
+        """Wrap the factory's socket in TLS with a certificate from a private CA made now; the
+        factory's URL as the real one writes its links: https, and no port when it is 443."""
+        from .simkeys import make_tls_files
+
+        directory = self.options.tls_dir
+        if directory is None:  # ours: removed again by stop()
+            directory = self._own_tls_dir = tempfile.mkdtemp(prefix="pizza-sim-tls-")
+        host = server.host
+        self.ca_file, cert, key = make_tls_files(directory, host)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        # the handshake runs in the connection's own thread, not in the accepting one
+        server.server.socket = context.wrap_socket(server.server.socket, server_side=True,
+                                                   do_handshake_on_connect=False)
+        shown = f"[{host}]" if ":" in host else host
+        return f"https://{shown}" + ("" if server.port == 443 else f":{server.port}")
 
     @property
     def service_url(self) -> str:
@@ -417,7 +469,7 @@ class Simulator:
 
     @property
     def factory_url(self) -> str:
-        return self.servers[1].url()
+        return self.factory.base_url
 
     def start_schedule(self, every: float, modes: list[str]) -> None:
         """Every ``every`` seconds, start the next mode in turn unless chaos is still running."""
@@ -438,6 +490,8 @@ class Simulator:
             server.stop()
         if self.fleet:
             self.fleet.stop()
+        if self._own_tls_dir:
+            shutil.rmtree(self._own_tls_dir, ignore_errors=True)
 
     # --- routes ------------------------------------------------------------------------------
 
@@ -447,6 +501,7 @@ class Simulator:
         return [
             ("GET", r("/"), lambda h, b, q: {"message": "welcome to JWT Pizza",
                                              "version": SERVICE_VERSION}),
+            ("GET", r("/api/docs"), lambda h, b, q: s.docs()),
             ("PUT", r("/api/auth"), lambda h, b, q: s.login(b)),
             ("POST", r("/api/auth"), lambda h, b, q: s.register(b)),
             ("DELETE", r("/api/auth"), lambda h, b, q: s.logout(h.headers)),
@@ -475,8 +530,8 @@ class Simulator:
                 return {"message": "Problem resolved. Pizza is back on the menu!"}
             if outcome == "no_chaos":
                 return {"message": "No chaos currently executing"}
-            if outcome == "unknown_key":
-                raise HttpError(404, "unknown vendor", stack=False)
+            if outcome == "unknown_key":  # the real factory says no more than this
+                return {"message": "No chaos currently executing"}
             raise HttpError(400, "Problem unresolved", stack=False)
 
         def report_legacy(h, body, q):
@@ -505,8 +560,7 @@ class Simulator:
             vendor_auth(h)
             return {"chaos": f.mode or "none"}
 
-        return [
-            ("GET", r("/"), lambda h, b, q: {"message": "welcome to JWT Pizza Factory"}),
+        return [  # no GET /: the real factory answers it 404
             ("POST", r("/api/order/verify"), verify),
             ("GET", r("/api/support/([^/]+)/report/([^/]+)"), report_current),
             ("GET", r("/api/report"), report_legacy),

@@ -97,3 +97,40 @@ def make_simulator():
     yield make
     for sim in started:
         sim.stop()
+
+
+def start_tls_simulator(**options) -> Simulator:
+    """A simulator whose factory is served over HTTPS on port 443 of a loopback address of its
+    own (127.x.y.z; the tests run as root), with a certificate from a private CA it made: its
+    links are https://127.x.y.z/api/support/... with no port, as the real factory writes them.
+    The CA's certificate is ``sim.ca_file``."""
+    import random
+
+    from exporter.config import ConfigError
+
+    options.setdefault("throttle_delay", 0.5)
+    rng = random.Random()
+    last: Exception | None = None
+    for _ in range(20):  # another test's factory may hold that address a moment longer
+        host = f"127.{rng.randint(1, 254)}.{rng.randint(1, 254)}.{rng.randint(2, 254)}"
+        try:
+            return Simulator(SimulatorOptions(factory_tls=True, **options)).start(
+                ("127.0.0.1", 0), (host, 443))
+        except ConfigError as exc:
+            last = exc
+    raise AssertionError(f"no loopback address with a free port 443: {last}")
+
+
+@pytest.fixture
+def make_tls_simulator():
+    """Like ``make_simulator``, with the factory behind TLS (see ``start_tls_simulator``)."""
+    started: list[Simulator] = []
+
+    def make(**options) -> Simulator:
+        sim = start_tls_simulator(**options)
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
+        sim.stop()

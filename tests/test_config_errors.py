@@ -61,6 +61,7 @@ BAD = {
                     "{inline_password}", "{bad_pattern}", "{missing_password_env}"],
     "module": ["nope"],
     "path": ["{missing}", "{directory}", "{file}", "{empty}"],  # --ca-file: a file of PEM certs
+    "tls_dir": ["{file}", "{file}/tls"],  # simulate --tls-dir: a directory it can create
 }
 ENV_ONLY = {"flag": ["maybe"]}  # a boolean flag's environment variable: not a boolean
 # Zero is valid here: no delay, no extra ports.
