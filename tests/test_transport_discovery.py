@@ -1,0 +1,185 @@
+"""exporter.transport (what every client trusts and takes from the environment),
+exporter.discovery (the factory the service names) and the incident's impact wording."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+
+import pytest
+
+from exporter import transport
+from exporter.config import PUBLIC_FACTORY_URL, ConfigError, ProbeConfig
+from exporter.discovery import FactoryDirectory
+from exporter.incident import Incident
+from exporter.journey import run_journey
+from exporter.result import StepFailure
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return 1_700_000_000.0 + self.now
+
+
+# --- transport -----------------------------------------------------------------------------
+
+def test_ca_bundle_order_flag_then_variables_then_certifi():
+    env = {"SSL_CERT_FILE": "/c", "CURL_CA_BUNDLE": "/b", "REQUESTS_CA_BUNDLE": "/a"}
+    assert transport.ca_bundle("/flag", env) == "/flag"
+    assert transport.ca_bundle(None, env) == "/a"
+    assert transport.ca_bundle(None, {"SSL_CERT_FILE": "/c", "CURL_CA_BUNDLE": "/b"}) == "/b"
+    assert transport.ca_bundle(None, {"SSL_CERT_FILE": "/c"}) == "/c"
+    assert transport.ca_bundle(None, {"REQUESTS_CA_BUNDLE": ""}) is True
+    assert transport.ca_bundle(None, {}) is True  # requests' own bundle; never False
+
+
+def test_a_ca_variable_naming_a_missing_file_is_an_error_at_start(tmp_path):
+    with pytest.raises(ConfigError, match="REQUESTS_CA_BUNDLE"):
+        transport.check_environment({"REQUESTS_CA_BUNDLE": str(tmp_path / "missing.pem")})
+    transport.check_environment({"SSL_CERT_FILE": str(tmp_path)})  # a directory exists: fine
+    transport.check_environment({})
+
+
+@pytest.mark.parametrize("content,message", [(b"", "no PEM"), (b"hello\n", "no PEM"),
+                                             (None, "cannot read")])
+def test_check_ca_file_refuses_what_is_not_pem(tmp_path, content, message):
+    path = tmp_path / "ca.pem"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        transport.check_ca_file(str(path))
+
+
+def test_sessions_never_trust_netrc_and_verify_never_turns_off():
+    session = transport.new_session(None)
+    assert session.trust_env is False and session.verify is not False
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    seen: list[tuple[str, str | None]] = []
+
+    def do_GET(self) -> None:  # noqa: N802
+        type(self).seen.append((self.requestline, self.headers.get("Authorization")))
+        body = b'{"message": "from the recorder"}'
+        self.send_response(502)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def recorder():
+    handler = type("Recorder", (_Recorder,), {"seen": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server, handler.seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_netrc_never_adds_credentials(recorder, tmp_path, monkeypatch):
+    server, seen = recorder
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine 127.0.0.1 login probe password netrc-secret-77\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    result = run_journey(ProbeConfig(service_url=url, factory_url=url, timeout=2))
+    assert result.reason == "http_error" and seen
+    assert all(auth is None for _, auth in seen), seen
+
+
+def test_https_proxy_and_no_proxy_are_honoured(recorder, monkeypatch):
+    server, seen = recorder
+    proxy = f"http://127.0.0.1:{server.server_address[1]}"
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    target = "http://127.0.0.2:9"  # nothing listens there: only the proxy can answer
+    result = run_journey(ProbeConfig(service_url=target, factory_url=target, timeout=2))
+    assert seen and seen[0][0] == f"GET {target}/ HTTP/1.1", seen
+    assert result.detail == "HTTP 502: from the recorder"
+    monkeypatch.setenv("NO_PROXY", "127.0.0.0/8")
+    before = len(seen)
+    result = run_journey(ProbeConfig(service_url=target, factory_url=target, timeout=2))
+    assert len(seen) == before and result.reason == "connection_error"
+
+
+# --- discovery -----------------------------------------------------------------------------
+
+def asker(*answers):
+    calls = []
+
+    def ask():
+        calls.append(1)
+        answer = answers[min(len(calls), len(answers)) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return ask, calls
+
+
+SERVICE = ProbeConfig(service_url="http://shop.example:3000")
+
+
+def test_a_configured_factory_is_used_without_asking():
+    ask, calls = asker("http://other.example")
+    choice = FactoryDirectory().choose(ProbeConfig(factory_url="https://f.example"), ask)
+    assert (choice.url, choice.source, calls) == ("https://f.example", "configured", [])
+
+
+def test_the_service_named_factory_is_remembered_for_the_ttl():
+    clock = FakeClock()
+    directory = FactoryDirectory(ttl=300, clock=clock)
+    ask, calls = asker("https://Factory.Example/", "https://new.example")
+    assert directory.choose(SERVICE, ask).url == "https://factory.example"  # normalized
+    clock.now += 299
+    assert directory.choose(SERVICE, ask).url == "https://factory.example" and len(calls) == 1
+    clock.now += 2
+    choice = directory.choose(SERVICE, ask)
+    assert (choice.url, choice.source, len(calls)) == ("https://new.example", "service", 2)
+
+
+@pytest.mark.parametrize("named", [None, "ftp://f.example", "http://user:pw@f.example",
+                                   "http://0x7f.1/", "https://f.example/../x"])
+def test_a_service_that_does_not_say_or_names_junk_gets_the_public_factory(named):
+    ask, _ = asker(named)
+    choice = FactoryDirectory().choose(SERVICE, ask)
+    assert (choice.url, choice.source) == (PUBLIC_FACTORY_URL, "default") and choice.note
+
+
+def test_a_failed_question_is_not_remembered():
+    ask, calls = asker(StepFailure("timeout", "no answer within 1s"), "https://f.example")
+    directory = FactoryDirectory()
+    first = directory.choose(SERVICE, ask)
+    assert first.source == "default" and "timeout" in first.note
+    assert directory.choose(SERVICE, ask).url == "https://f.example" and len(calls) == 2
+
+
+# --- the incident's impact, by chaos ---------------------------------------------------------
+
+@pytest.mark.parametrize("mode,says,never", [
+    ("throttle", "were likely slow, not failed: the slowest synthetic order took 32.1 s",
+     "failed the same way"),
+    ("fail", "likely failed the same way", "slow"),
+    ("badjwt", "forged pizza JWTs", "slow"),
+    ("login auth_error", "may have been affected", "likely failed"),
+])
+def test_the_impact_is_worded_by_the_chaos(mode, says, never):
+    incident = Incident(id="i", opened_at=1.0, detected_by="probe", chaos_mode=mode,
+                        slowest_order_seconds=32.07)
+    impact = incident.to_markdown().split("## Impact\n", 1)[1].split("\n\n", 1)[0]
+    assert says in impact and never not in impact, impact
