@@ -539,11 +539,14 @@ def simulate(listen, factory_listen, chaos, throttle_delay, chaos_every, chaos_m
 @click.option("--incident-dir", metavar="DIR", help="Write each incident's record here.")
 @click.option("--drill-timeout", type=DURATION, default="30s", show_default=True,
               help="With --once: give up on a drill after this long.")
+@click.option("--factory-tls", is_flag=True,
+              help="Serve the simulated factory over HTTPS with a private CA the demo makes and "
+                   "trusts (--ca-file), as a factory behind a corporate CA is.")
 @click.option("--log.level", "log_level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="error", show_default=True,
               help="Log level of the components (the timeline is printed either way).")
 def demo(once_, interval, throttle_delay, chaos_every, chaos_modes, listen, sidecar_listen,
-         incident_dir, drill_timeout, log_level) -> int:
+         incident_dir, drill_timeout, factory_tls, log_level) -> int:
     """Run everything on the built-in simulator and watch the factory break and heal.
 
     Starts the simulator, the exporter and the self-healing sidecar in one process, breaks
@@ -554,7 +557,8 @@ def demo(once_, interval, throttle_delay, chaos_every, chaos_modes, listen, side
     store = _incident_store(incident_dir)  # a bad directory is a usage error, before anything starts
     app = Demo(DemoOptions(interval=interval, throttle_delay=throttle_delay,
                            chaos_every=chaos_every, modes=chaos_modes, listen=listen,
-                           sidecar_listen=sidecar_listen, drill_timeout=drill_timeout),
+                           sidecar_listen=sidecar_listen, drill_timeout=drill_timeout,
+                           factory_tls=factory_tls),
                sys.stdout, store)
     _stop_on_signals(app.stop_event)
     app.start()

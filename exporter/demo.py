@@ -133,6 +133,7 @@ class DemoOptions:
     listen: tuple[str, int] = ("127.0.0.1", 9816)
     sidecar_listen: tuple[str, int] = ("127.0.0.1", 9817)
     drill_timeout: float = 30.0
+    factory_tls: bool = False  # the factory over HTTPS, its CA trusted with ca_file
 
 
 class Demo:
@@ -142,7 +143,8 @@ class Demo:
         self.store = store or IncidentStore(None)  # where the sidecar writes incident records
         self.stop_event = threading.Event()
         self.timeline = Timeline(out, options.interval)
-        self.simulator = Simulator(SimulatorOptions(throttle_delay=options.throttle_delay),
+        self.simulator = Simulator(SimulatorOptions(throttle_delay=options.throttle_delay,
+                                                    factory_tls=options.factory_tls),
                                    on_event=self.timeline.on_simulator)
 
     def start(self) -> None:
@@ -151,7 +153,8 @@ class Demo:
         config = ProbeConfig(service_url=self.simulator.service_url,
                              factory_url=self.simulator.factory_url,
                              slow_threshold=o.throttle_delay / 2,
-                             order_timeout=o.throttle_delay + 10, timeout=5)
+                             order_timeout=o.throttle_delay + 10, timeout=5,
+                             ca_file=self.simulator.ca_file)
         self.exporter = start_exporter(config, o.interval, o.listen,
                                        observers=[self.timeline.on_journey])
         # The target is our own simulator, broken on purpose again and again: the hourly limit
@@ -164,6 +167,8 @@ class Demo:
         self.out.write(
             f"pizza-probe demo: a JWT Pizza simulator, the exporter and the self-healing sidecar\n"
             f"  service  {self.simulator.service_url}  (factory {self.simulator.factory_url})\n"
+            + (f"  CA file  {self.simulator.ca_file}  (the factory's private CA)\n"
+               if self.simulator.ca_file else "") +
             f"  scrape   {self.exporter.server.url('/metrics')}  (exporter)\n"
             f"  scrape   {self.sidecar.server.url('/metrics')}  (sidecar)\n"
             f"  probe every {o.interval:g}s; throttle delay shortened to {o.throttle_delay:g}s\n\n")
@@ -172,7 +177,8 @@ class Demo:
     def break_factory(self, mode: str) -> None:
         """Switch chaos the way a user does: the factory's vendor endpoint."""
         answer = requests.put(f"{self.simulator.factory_url}/api/vendor/chaos/{mode}", timeout=5,
-                              headers={"Authorization": f"Bearer {self.simulator.factory.vendor_key}"})
+                              headers={"Authorization": f"Bearer {self.simulator.factory.vendor_key}"},
+                              verify=self.simulator.ca_file or True)
         answer.raise_for_status()
 
     def wait_healthy(self, timeout: float) -> bool:

@@ -61,3 +61,34 @@ def test_simulate_rejects_unknown_modes():
     out = subprocess.run([sys.executable, "-m", "exporter", "simulate", "--chaos-modes", "fail,melt"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "chaos-modes" in out.stderr
+
+
+def test_demo_once_heals_every_mode_of_a_factory_behind_tls():
+    out = subprocess.run(
+        [sys.executable, "-m", "exporter", "demo", "--once", "--factory-tls", "--interval", "0.3",
+         "--throttle-delay", "1", "--listen", "127.0.0.1:0", "--sidecar-listen", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(r"\(factory https://127\.0\.0\.1:\d+\)", out.stdout)
+    assert re.search(r"CA file\s+\S+ca\.pem", out.stdout)
+    assert out.stdout.count("-> resolved") == 3 and "Traceback" not in out.stderr
+
+
+def test_simulate_factory_tls_with_its_ca_for_once(processes, tmp_path):
+    sim = processes.start("simulate", "--factory-listen", "127.0.0.1:0", "--factory-tls",
+                          "--tls-dir", str(tmp_path / "tls"))
+    factory = poll(lambda: re.search(r"factory\s+(https://127\.0\.0\.1:\d+)", sim.logs()),
+                   what="the factory URL").group(1)
+    ca_file = str(tmp_path / "tls" / "ca.pem")
+    assert f"CA file     {ca_file}" in sim.logs()
+    out = subprocess.run([sys.executable, "-m", "exporter", "once", "--service-url", sim.url,
+                          "--ca-file", ca_file], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"factory: {factory} (named by the service at GET /api/docs)" in out.stdout
+
+
+def test_simulate_factory_unreachable_answers_fetch_failed(processes):
+    sim = processes.start("simulate", "--factory-listen", "127.0.0.1:0", "--factory-unreachable")
+    out = subprocess.run([sys.executable, "-m", "exporter", "once", "--json", "--service-url",
+                          sim.url], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and '"reason": "factory_unreachable"' in out.stdout, out.stdout
