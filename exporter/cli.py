@@ -236,7 +236,7 @@ def once(as_json: bool, recover: bool, allow_hosts, incident_dir, dry_run, kill_
             click.echo(render_json(result, config.service_url,
                                    **({"recovery": None} if recover else {})))
         return EXIT_OK if result.success else EXIT_FAILED
-    setup_logging("error")  # the recovery summary below says what happened
+    setup_logging("error", secrets=(config.password,))  # the summary below says what happened
     sidecar = Sidecar(
         config, policy,
         SidecarOptions(cooldown=0, dry_run=dry_run, kill_switch_file=kill_switch_file,
@@ -318,7 +318,7 @@ def serve(interval: float, listen: tuple[str, int], handoff_token: str | None, t
     if len({name for name, _ in targets}) != len(targets):
         raise ConfigError("target: each NAME may be given once")
     config = _config_from(kwargs)
-    log = setup_logging(log_level, log_format)
+    log = setup_logging(log_level, log_format, secrets=(config.password, handoff_token))
     if targets:
         scheduled = list(targets)
     elif config_file and not explicit:
@@ -326,10 +326,8 @@ def serve(interval: float, listen: tuple[str, int], handoff_token: str | None, t
     else:
         scheduled = None
     modules = ModulesSource(config_file, config, required=[module] if scheduled != [] else [])
-    stop = threading.Event()
-    _stop_on_signals(stop)
-    if config_file:  # before anything starts: an early SIGHUP must not kill the process
-        signal.signal(signal.SIGHUP, lambda signum, frame: _reload(modules))
+    stop, hangup = threading.Event(), threading.Event()
+    _stop_on_signals(stop, hangup)  # before anything starts: an early SIGHUP must not kill it
     exporter = start_exporter(config, interval, listen, handoff_token=handoff_token or None,
                               log=log, modules=modules, targets=scheduled, module=module,
                               max_concurrent=max_concurrent)
@@ -339,13 +337,16 @@ def serve(interval: float, listen: tuple[str, int], handoff_token: str | None, t
         "address": f"{listen[0]}:{exporter.server.port}", "targets": described,
         "module": module, "modules": ",".join(sorted(modules.current.modules)),
         "interval_seconds": interval, "version": __version__}})
-    wait_for(stop)
+    wait_for(stop, hangup, lambda: _reload(modules, log))
     log.info("stopping")
     exporter.stop()
     return EXIT_OK
 
 
-def _reload(modules: ModulesSource) -> None:
+def _reload(modules: ModulesSource, log) -> None:
+    if modules.path is None:
+        log.warning("SIGHUP ignored: there is no --config.file to reload")
+        return
     try:
         modules.reload()
     except ConfigError:
@@ -387,10 +388,11 @@ def sidecar(exporter_url: str, handoff_token: str | None, listen: tuple[str, int
     resolved only when a fresh synthetic order succeeds.
     """
     config = _config_from(kwargs)
-    log = setup_logging(log_level, log_format)
+    log = setup_logging(log_level, log_format,
+                        secrets=(config.password, handoff_token, webhook_token))
     store = _incident_store(incident_dir)
-    stop = threading.Event()
-    _stop_on_signals(stop)
+    stop, hangup = threading.Event(), threading.Event()
+    _stop_on_signals(stop, hangup)
     options = SidecarOptions(cooldown=cooldown, max_attempts=max_attempts,
                              max_attempts_per_hour=max_attempts_per_hour,
                              link_timeout=link_timeout, dry_run=dry_run,
@@ -405,7 +407,8 @@ def sidecar(exporter_url: str, handoff_token: str | None, listen: tuple[str, int
         "allow_hosts": ",".join(process.policy.describe()), "dry_run": dry_run,
         "webhook": "enabled" if webhook_token else "disabled (no --webhook-token)",
         "version": __version__}})
-    wait_for(stop)
+    wait_for(stop, hangup, lambda: log.warning("SIGHUP ignored: the sidecar has nothing to "
+                                               "reload"))
     log.info("stopping")
     process.stop()
     return EXIT_OK
@@ -592,12 +595,16 @@ def healthcheck(url: str, timeout: float) -> int:
     return EXIT_OK
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
+def _stop_on_signals(stop: threading.Event, hangup: threading.Event | None = None) -> None:
+    """SIGTERM and SIGINT set ``stop``; SIGHUP sets ``hangup``. The handlers only set a flag:
+    the main thread acts on it (see runtime.wait_for)."""
     def handler(signum, frame):
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    if hangup is not None:
+        signal.signal(signal.SIGHUP, lambda signum, frame: hangup.set())
 
 
 def main(argv: list[str] | None = None) -> int:

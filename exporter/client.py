@@ -8,21 +8,18 @@ reason and a detail that holds no secret (no token, no password, no link key or 
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
-import threading
 import time
-import weakref
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+import urllib3.exceptions
 
 from . import parse, transport
 from .config import PUBLIC_FACTORY_URL, ProbeConfig
-from .redact import RecoveryLink
+from .redact import RecoveryLink, secret_parts
 from .result import StepFailure
 
 _NOT_JSON = object()
@@ -32,53 +29,6 @@ FACTORY_FAILURE_MESSAGE = "Failed to fulfill order at factory"
 FACTORY_UNREACHABLE_MESSAGE = "fetch failed"
 
 
-class _SocketTracker:
-    """Every socket a session opened, so that a step's deadline can cut them all."""
-
-    def __init__(self) -> None:
-        self._sockets: weakref.WeakSet = weakref.WeakSet()
-        self._lock = threading.Lock()
-
-    def add(self, sock) -> None:
-        with self._lock:
-            self._sockets.add(sock)
-
-    def cut(self) -> None:
-        with self._lock:
-            sockets = list(self._sockets)
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
-class _DeadlineAdapter(HTTPAdapter):
-    """requests' per-read timeout restarts with every byte, so a server that drips one byte a
-    second never trips it. This adapter tracks its sockets; ``_request`` shuts them down when
-    the step's whole time is up."""
-
-    def __init__(self, tracker: _SocketTracker) -> None:
-        self.tracker = tracker
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        tracker = self.tracker
-
-        def tracked(base):
-            class Tracked(base):
-                def connect(self) -> None:
-                    super().connect()
-                    tracker.add(self.sock)
-            return Tracked
-
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": type("Pool", (HTTPConnectionPool,), {"ConnectionCls": tracked(HTTPConnection)}),
-            "https": type("Pool", (HTTPSConnectionPool,), {"ConnectionCls": tracked(HTTPSConnection)}),
-        }
-
-
 class PizzaClient:
     def __init__(self, config: ProbeConfig, session: requests.Session | None = None) -> None:
         self.config = config
@@ -86,10 +36,8 @@ class PizzaClient:
         self.deadline: float | None = None
         # TLS trust and proxies as exporter.transport documents them; never .netrc credentials
         self.session = transport.configure(session or requests.Session(), config.ca_file)
-        self._sockets = _SocketTracker()
-        adapter = _DeadlineAdapter(self._sockets)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self._sockets = transport.track_sockets(self.session)
+        self._secrets: set[str] = {config.password}  # and each token this client is given
 
     def close(self) -> None:
         self.session.close()
@@ -121,17 +69,8 @@ class PizzaClient:
             if left <= 0:
                 raise StepFailure("timeout", "the probe's time budget ran out")
             timeout = min(timeout, left)
-        deadline_hit = threading.Event()
-
-        def cut() -> None:
-            deadline_hit.set()
-            self._sockets.cut()
-
-        watchdog = threading.Timer(timeout, cut)
-        watchdog.daemon = True
-        watchdog.start()
         timed_out = StepFailure("timeout", f"no answer within {timeout:g}s")
-        try:
+        with transport.hard_deadline(self._sockets, timeout) as deadline_hit:
             try:
                 response = self.session.request(
                     method,
@@ -155,8 +94,6 @@ class PizzaClient:
                 raise StepFailure("connection_error", "the URL's host is not valid") from None
             if deadline_hit.is_set():  # the cut ended a body early: it is not the whole answer
                 raise timed_out
-        finally:
-            watchdog.cancel()
         status = response.status_code
         try:
             data = json.loads(raw.decode("utf-8")) if raw else _NOT_JSON
@@ -191,7 +128,7 @@ class PizzaClient:
     def health(self) -> str:
         """``GET /``: the service's version (it answers 200 even when MySQL is down)."""
         status, data = self._request("GET", self._service("/"), timeout=self.config.timeout)
-        _expect_ok(status, data)
+        self._expect_ok(status, data)
         return _parsed(parse.health_version, data, status)
 
     def login(self) -> str:
@@ -202,21 +139,23 @@ class PizzaClient:
             timeout=self.config.timeout,
             body={"email": self.config.email, "password": self.config.password},
         )
-        _expect_ok(status, data, auth_statuses=(401, 403, 404))
-        return _parsed(parse.login_token, data, status)
+        self._expect_ok(status, data, auth_statuses=(401, 403, 404))
+        token = _parsed(parse.login_token, data, status)
+        self._secrets.add(token)
+        return token
 
     def cheapest_menu_item(self, token: str) -> parse.MenuItem:
         status, data = self._request(
             "GET", self._service("/api/order/menu"), timeout=self.config.timeout, token=token
         )
-        _expect_ok(status, data)
+        self._expect_ok(status, data)
         return _parsed(parse.cheapest_menu_item, data, status)
 
     def first_store(self, token: str) -> parse.Store:
         status, data = self._request(
             "GET", self._service("/api/franchise"), timeout=self.config.timeout, token=token
         )
-        _expect_ok(status, data)
+        self._expect_ok(status, data)
         return _parsed(parse.first_store, data, status)
 
     def order(self, token: str, store: parse.Store, item: parse.MenuItem) -> parse.OrderAnswer:
@@ -235,6 +174,8 @@ class PizzaClient:
             token=token,
         )
         link = parse.chaos_link(data)
+        if link is not None:  # its key and fix code are secrets too, wherever else they stand
+            self._secrets.update(secret_parts(link.reveal()))
         if status == 200:
             try:
                 return parse.order_answer(data)
@@ -246,7 +187,7 @@ class PizzaClient:
         if status >= 500 and parse.message(data) == FACTORY_UNREACHABLE_MESSAGE:
             raise StepFailure("factory_unreachable", f"HTTP {status}: {FACTORY_UNREACHABLE_MESSAGE}"
                               " (the service cannot reach its factory)", status=status, link=link)
-        raise _status_failure(status, data, link=link)
+        raise self._status_failure(status, data, link=link)
 
     def docs_factory(self) -> str | None:
         """``GET /api/docs``: the factory URL the service names (``config.factory``); None if it
@@ -254,7 +195,7 @@ class PizzaClient:
         status, data = self._request("GET", self._service("/api/docs"), timeout=self.config.timeout)
         if status == 404:
             return None
-        _expect_ok(status, data)
+        self._expect_ok(status, data)
         return _parsed(parse.docs_factory, data, status)
 
     def verify(self, jwt: str, factory_url: str | None = None) -> None:
@@ -269,7 +210,7 @@ class PizzaClient:
         )
         if status == 403:
             raise StepFailure("bad_jwt", "factory rejected the pizza JWT", status=status)
-        _expect_ok(status, data)
+        self._expect_ok(status, data)
         if not _parsed(parse.verify_valid, data, status):
             raise StepFailure("bad_jwt", "factory did not call the pizza JWT valid", status=status)
 
@@ -278,30 +219,29 @@ class PizzaClient:
         status, data = self._request(
             "DELETE", self._service("/api/auth"), timeout=self.config.timeout, token=token
         )
-        _expect_ok(status, data)
+        self._expect_ok(status, data)
         _parsed(parse.logout_ok, data, status)
 
+    # --- failures: the service's own words, with every secret of this client taken out -----
 
-def _expect_ok(status: int, data: Any, auth_statuses: tuple[int, ...] = (401, 403)) -> None:
-    if status == 200 and data is _NOT_JSON:
-        raise StepFailure("bad_response", "body is not JSON", status=status)
-    if status != 200:
-        raise _status_failure(status, data, auth_statuses=auth_statuses)
+    def _expect_ok(self, status: int, data: Any,
+                   auth_statuses: tuple[int, ...] = (401, 403)) -> None:
+        if status == 200 and data is _NOT_JSON:
+            raise StepFailure("bad_response", "body is not JSON", status=status)
+        if status != 200:
+            raise self._status_failure(status, data, auth_statuses=auth_statuses)
 
-
-def _status_failure(
-    status: int,
-    data: Any,
-    *,
-    auth_statuses: tuple[int, ...] = (401, 403),
-    link: RecoveryLink | None = None,
-) -> StepFailure:
-    message = parse.message(data) if data is not _NOT_JSON else ""
-    detail = f"HTTP {status}" + (f": {message}" if message else "")
-    if 300 <= status < 400:
-        detail += " (redirects are not followed)"
-    reason = "auth_error" if status in auth_statuses else "http_error"
-    return StepFailure(reason, detail, status=status, link=link)
+    def _status_failure(self, status: int, data: Any, *,
+                        auth_statuses: tuple[int, ...] = (401, 403),
+                        link: RecoveryLink | None = None) -> StepFailure:
+        # A service may quote what it was sent (the password on a refused login, the token on
+        # a failed logout): redacted by value before anything can print it.
+        message = parse.message(data, self._secrets) if data is not _NOT_JSON else ""
+        detail = f"HTTP {status}" + (f": {message}" if message else "")
+        if 300 <= status < 400:
+            detail += " (redirects are not followed)"
+        reason = "auth_error" if status in auth_statuses else "http_error"
+        return StepFailure(reason, detail, status=status, link=link)
 
 
 def _parsed(parser, data: Any, status: int):
@@ -314,31 +254,32 @@ def _parsed(parser, data: Any, status: int):
 
 
 def _transport_failure(exc: requests.RequestException, timeout: float) -> StepFailure:
+    """A transport failure's reason and detail, decided by the types of the exceptions behind
+    it (requests wraps urllib3 wraps the socket's), never by their text."""
     if isinstance(exc, requests.Timeout):
         return StepFailure("timeout", f"no answer within {timeout:g}s")
     tls = transport.tls_failure(exc)
     if tls is not None:
         return StepFailure("tls_error", tls)
-    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
-        if "IncompleteRead" in repr(exc):
+    causes = list(transport.causes(exc))
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):  # the answer began
+        if any(isinstance(c, (urllib3.exceptions.IncompleteRead, http.client.IncompleteRead))
+               for c in causes):
             return StepFailure("bad_response", "body truncated")
         return StepFailure("connection_error", "connection broken while reading the body")
-    return StepFailure("connection_error", _describe_connection_error(exc))
+    for kinds, description in _CONNECTION_FAILURES:
+        if any(isinstance(c, kinds) for c in causes):
+            return StepFailure("connection_error", description)
+    return StepFailure("connection_error", "connection failed")
 
 
-def _describe_connection_error(exc: BaseException) -> str:
-    """A short description of why a connection failed, without the URL."""
-    text = repr(exc)
-    for needle, description in (
-        ("Connection refused", "connection refused"),
-        ("Name or service not known", "host name did not resolve"),
-        ("nodename nor servname", "host name did not resolve"),
-        ("Temporary failure in name resolution", "host name did not resolve"),
-        ("NameResolutionError", "host name did not resolve"),
-        ("Connection reset", "connection reset by peer"),
-        ("RemoteDisconnected", "server closed the connection without an answer"),
-        ("Connection aborted", "connection aborted"),
-    ):
-        if needle in text:
-            return description
-    return "connection failed"
+# The first type found behind a failure names it; the order matters (a refused connection is
+# also a ConnectionError, a name that does not resolve also an OSError).
+_CONNECTION_FAILURES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
+    ((socket.gaierror, urllib3.exceptions.NameResolutionError), "host name did not resolve"),
+    (ConnectionRefusedError, "connection refused"),
+    (ConnectionResetError, "connection reset by peer"),
+    (http.client.RemoteDisconnected, "server closed the connection without an answer"),
+    ((ConnectionAbortedError, BrokenPipeError, urllib3.exceptions.ProtocolError),
+     "connection aborted"),
+)

@@ -56,6 +56,9 @@ class _Entry:
         self.started = float("-inf")  # monotonic start of the last journey begun
         self.finished = float("-inf")
         self.done: threading.Event | None = None  # set while a journey is in flight
+        # False for a timeout under one scrape's budget: a client that asks for 1 ms must not
+        # make the next scrapes within min_interval report a healthy shop as failed.
+        self.shared = True
 
 
 class FleetMetrics:
@@ -125,7 +128,8 @@ class ProbeService:
             now = self.clock.monotonic()
             if entry.done is not None:
                 done, outcome = entry.done, "joined"
-            elif entry.result is not None and now - entry.started < module.min_interval:
+            elif (entry.result is not None and entry.shared
+                  and now - entry.started < module.min_interval):
                 return self._answer(url, module, entry, "cached", now)
             elif not self._slots.acquire(blocking=False):
                 self.metrics.probes.labels("busy").inc()
@@ -151,6 +155,7 @@ class ProbeService:
                 entry.done = None
                 if result is not None:
                     entry.result, entry.finished = result, self.clock.monotonic()
+                    entry.shared = not (budget is not None and result.reason == "timeout")
                     answer = self._answer(url, module, entry, "journey", entry.finished)
             done.set()
         for observer in self.observers:

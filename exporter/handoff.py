@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-import math
 import ipaddress
+import json
+import math
 import threading
 from typing import Any, Callable
 
@@ -25,6 +26,7 @@ from .result import JourneyResult
 
 HANDOFF_PATH = "/recovery/latest"
 MAX_WAIT = 30.0
+MAX_ANSWER_BYTES = 64 * 1024  # a report is well under 4 KiB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,9 +133,12 @@ def handoff_allowed(token: str | None, authorization: str, peer: str) -> bool:
     if token:
         return hmac.compare_digest(authorization.encode(), f"Bearer {token}".encode())
     try:
-        return ipaddress.ip_address(peer).is_loopback
+        address = ipaddress.ip_address(peer.split("%", 1)[0])
     except ValueError:
         return False
+    # on a dual-stack socket (--listen [::]) an IPv4 client arrives as ::ffff:127.0.0.1
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
 
 
 class HandoffRefused(ValueError):
@@ -152,20 +157,38 @@ class ExporterFeed:
         self.wait = wait
         self.stop_event = stop or threading.Event()
         self.session = transport.configure(session or requests.Session(), ca_file)
+        self._sockets = transport.track_sockets(self.session)
         self.connected: bool | None = None  # None until the first poll
 
     def poll_once(self, after: int) -> ProbeReport | None:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        response = self.session.get(self.url, params={"after": after, "wait": self.wait},
-                                    headers=headers, timeout=self.wait + 5,
-                                    proxies=transport.proxies_for(self.url))
-        if response.status_code == 204:
-            return None
-        if response.status_code != 200:
-            error = HandoffRefused(f"hand-off answered HTTP {response.status_code}")
-            error.status = response.status_code
-            raise error
-        return ProbeReport.from_json(response.json())
+        """One long poll. The answer is read raw, never decompressed, and at most
+        ``MAX_ANSWER_BYTES``: a hostile or broken exporter cannot make the sidecar swell."""
+        headers = {"Accept-Encoding": "identity"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        with transport.hard_deadline(self._sockets, self.wait + 5):
+            response = self.session.get(self.url, params={"after": after, "wait": self.wait},
+                                        headers=headers, timeout=self.wait + 5, stream=True,
+                                        proxies=transport.proxies_for(self.url))
+            try:
+                if response.status_code == 204:
+                    return None
+                if response.status_code != 200:
+                    error = HandoffRefused(f"hand-off answered HTTP {response.status_code}")
+                    error.status = response.status_code
+                    raise error
+                if response.headers.get("Content-Encoding", "identity").lower() != "identity":
+                    raise HandoffRefused("hand-off answer is compressed")
+                body = response.raw.read(MAX_ANSWER_BYTES + 1, decode_content=False)
+            finally:
+                response.close()
+        if len(body) > MAX_ANSWER_BYTES:
+            raise HandoffRefused(f"hand-off answer is over {MAX_ANSWER_BYTES} bytes")
+        try:
+            data = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, RecursionError) as exc:
+            raise ValueError("hand-off answer is not JSON") from exc
+        return ProbeReport.from_json(data)
 
     def run(self) -> None:
         log = get_logger()

@@ -30,9 +30,18 @@ def logfmt(fields: dict) -> str:
 
 
 class _Formatter(logging.Formatter):
-    def __init__(self, fmt: str) -> None:
+    def __init__(self, fmt: str, secrets: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.fmt = fmt
+        # The process's own secrets (password, tokens), replaced by value in every line: the
+        # last guard, behind the redaction each detail already had where it was made.
+        self.secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+
+    def _clean(self, value):
+        if isinstance(value, str):
+            for secret in self.secrets:
+                value = value.replace(secret, "***")
+        return value
 
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
@@ -42,15 +51,19 @@ class _Formatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         fields.update(getattr(record, "fields", {}))
+        if self.secrets:
+            fields = {key: self._clean(value) for key, value in fields.items()}
         if self.fmt == "json":
             return json.dumps({k: v for k, v in fields.items() if v is not None})
         return logfmt(fields)
 
 
-def setup_logging(level: str = "info", fmt: str = "logfmt", stream=None) -> logging.Logger:
+def setup_logging(level: str = "info", fmt: str = "logfmt", stream=None,
+                  secrets: tuple[str | None, ...] = ()) -> logging.Logger:
+    """The process's logger; ``secrets`` are never written, whatever a line holds."""
     logger = logging.getLogger(LOGGER_NAME)
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(_Formatter(fmt))
+    handler.setFormatter(_Formatter(fmt, tuple(s for s in secrets if s)))
     logger.handlers[:] = [handler]
     logger.setLevel(level.upper())
     logger.propagate = False

@@ -166,6 +166,10 @@ def parse_modules(text: str, *, source: str = "config.file",
             patterns.append(re.compile(item))
         except re.error as exc:
             raise ConfigError(f"{source}: {where}: not a valid regular expression: {exc.msg}") from None
+        problem = _backtracking_risk(item)
+        if problem:
+            raise ConfigError(f"{source}: {where}: {problem}: it could take minutes to match "
+                              "one target (write the repetition once, e.g. [a-z0-9-]+)")
     return Modules(modules, frozenset(targets), tuple(patterns), source)
 
 
@@ -238,8 +242,9 @@ def _password(body: dict, source: str, where: str, environ: Mapping[str, str],
                  "(letters, digits and '_', not starting with a digit)")
         value = environ.get(var)
         if not value:
-            raise ConfigError(f"{source}: {where}.password_env: environment variable {var} "
-                              "is not set or empty")
+            # The name is not echoed: a password put here by mistake can look like a name.
+            raise ConfigError(f"{source}: {where}.password_env: the environment variable it "
+                              "names is not set or empty")
         return value
     if "password_file" in body:
         path = body["password_file"]
@@ -279,6 +284,75 @@ def _list(data: dict, key: str, source: str) -> list:
     value = [] if value is None else value
     _require(isinstance(value, list), source, key, "must be a list")
     return value
+
+
+def _backtracking_risk(pattern: str) -> str | None:
+    """Why ``pattern`` may backtrack for an exponential time on a 512-character target, or None.
+    Python's ``re`` has no time limit, so the shapes that can are refused: a repetition inside a
+    repetition (``(a+)+``), an alternation inside a repetition (``(a|ab)*``), a backreference."""
+    from re import _constants as c, _parser as parser  # the parser re itself uses
+
+    def matches(charset, char: str) -> bool | None:
+        """Whether a one-character item matches ``char``; None when it cannot tell."""
+        op, value = charset
+        if op is c.LITERAL:
+            return value == ord(char)
+        if op is not c.IN:
+            return None
+        hit, negate = False, False
+        for kind, item in value:
+            if kind is c.NEGATE:
+                negate = True
+            elif kind is c.LITERAL:
+                hit = hit or item == ord(char)
+            elif kind is c.RANGE:
+                hit = hit or item[0] <= ord(char) <= item[1]
+            elif kind is c.CATEGORY and item in CATEGORIES:
+                hit = hit or re.fullmatch(CATEGORIES[item], char) is not None
+            else:
+                return None
+        return hit != negate
+
+    def separated(items, index: int) -> bool:
+        """An inner repetition of one character class, followed by a literal that class cannot
+        match (``[a-z0-9-]+\\.``): each round of the outer repetition ends in one place only."""
+        op, (low, high, sub) = items[index]
+        if len(sub) != 1 or index + 1 >= len(items) or items[index + 1][0] is not c.LITERAL:
+            return False
+        return matches(sub[0], chr(items[index + 1][1])) is False
+
+    CATEGORIES = {c.CATEGORY_DIGIT: r"\d", c.CATEGORY_WORD: r"\w", c.CATEGORY_SPACE: r"\s"}
+
+    def walk(items, inside_repeat: bool) -> str | None:
+        items = list(items)
+        for index, (op, value) in enumerate(items):
+            if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+                low, high, sub = value
+                repeats = high == c.MAXREPEAT or high > 1
+                if repeats and inside_repeat and op != c.POSSESSIVE_REPEAT \
+                        and not separated(items, index):
+                    return "a repetition inside a repetition"
+                problem = walk(sub, inside_repeat or repeats)
+            elif op is c.BRANCH:
+                if inside_repeat:
+                    return "an alternation inside a repetition"
+                problem = next(filter(None, (walk(b, inside_repeat) for b in value[1])), None)
+            elif op is c.SUBPATTERN:
+                problem = walk(value[-1], inside_repeat)
+            elif op in (c.ASSERT, c.ASSERT_NOT):
+                problem = walk(value[1], inside_repeat)
+            elif op in (c.GROUPREF, c.GROUPREF_EXISTS):
+                return "a backreference"
+            else:
+                problem = None
+            if problem:
+                return problem
+        return None
+
+    try:
+        return walk(parser.parse(pattern), False)
+    except Exception:  # noqa: BLE001 (re compiled it; a parser change here must not refuse it)
+        return None
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Iterable
 
-from .redact import RecoveryLink, redact_text
+from .redact import RecoveryLink, scrub
 
 # The names the chaos-ending link has had, newest first (see shared/jwt-pizza-api.md).
 CHAOS_LINK_KEYS = (
@@ -130,12 +130,13 @@ def chaos_link(data: Any) -> RecoveryLink | None:
     return None
 
 
-def message(data: Any) -> str:
-    """The ``message`` (or older ``msg``) of an answer, redacted and cut short, or ''."""
+def message(data: Any, secrets: Iterable[str] = ()) -> str:
+    """The ``message`` (or older ``msg``) of an answer, ``secrets`` and URLs redacted, cut
+    short, or ''."""
     if isinstance(data, dict):
         for key in ("message", "msg"):
             if isinstance(data.get(key), str):
-                return redact_text(data[key])
+                return scrub(data[key], secrets)
     return ""
 
 

@@ -18,7 +18,7 @@ import requests
 
 from . import transport
 from .config import PLAIN_NETLOC, ConfigError, is_plain_ascii
-from .redact import RecoveryLink, redact_url
+from .redact import RecoveryLink, redact_url, scrub, secret_parts
 
 DEFAULT_ALLOWED_HOSTS = ("pizza-factory.cs329.click", "cs329.cs.byu.edu")
 RESULTS = ("resolved", "no_chaos", "unresolved", "error", "refused", "dry_run")
@@ -110,8 +110,9 @@ class LinkOutcome:
     status: int | None = None
 
 
-def classify_answer(status: int, body: bytes) -> LinkOutcome:
-    """Both resolver forms: ``{"message": ...}`` (current) and ``{"msg": ...}`` (older)."""
+def classify_answer(status: int, body: bytes, secrets: list[str] | tuple[str, ...] = ()) -> LinkOutcome:
+    """Both resolver forms: ``{"message": ...}`` (current) and ``{"msg": ...}`` (older). The
+    text shown is the factory's, with ``secrets`` (the link's key and code) redacted by value."""
     try:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -123,7 +124,7 @@ def classify_answer(status: int, body: bytes) -> LinkOutcome:
                 text = data[key]
                 break
     lowered = text.lower()
-    shown = text[:80] if text.isprintable() else ""
+    shown = scrub(text, secrets, limit=80) if text.isprintable() else ""
     if "unresolved" in lowered or "failed to resolve" in lowered:
         return LinkOutcome("unresolved", shown, status)
     if status == 200 and "no chaos" in lowered:
@@ -137,7 +138,9 @@ def classify_answer(status: int, body: bytes) -> LinkOutcome:
 def call_link(link: RecoveryLink, policy: LinkPolicy, *, timeout: float = 5.0,
               session: requests.Session | None = None, user_agent: str = "pizza-probe",
               ca_file: str | None = None) -> LinkOutcome:
-    """GET the link if the policy admits it; never raises for network or answer problems.
+    """GET the link if the policy admits it. Never raises: every failure is an outcome. The
+    whole call (redirects and the answer included) ends within ``timeout``: a total deadline,
+    not requests' per-read one, so a factory that drips its answer cannot hold it.
     TLS is trusted as :mod:`exporter.transport` says (``ca_file``, else the environment)."""
     url = link.reveal()
     refusal = policy.refusal(url)
@@ -145,36 +148,59 @@ def call_link(link: RecoveryLink, policy: LinkPolicy, *, timeout: float = 5.0,
         return LinkOutcome("refused", refusal)
     own_session = session is None
     session = transport.configure(session or requests.Session(), ca_file)
+    tracker = transport.track_sockets(session)
     try:
-        for _ in range(_MAX_REDIRECTS + 1):
+        with transport.hard_deadline(tracker, timeout) as cut:
             try:
-                response = session.get(url, timeout=timeout, allow_redirects=False, stream=True,
-                                       headers={"User-Agent": user_agent},
-                                       proxies=transport.proxies_for(url))
-                try:
-                    body = _read_capped(response)
-                finally:
-                    response.close()
-            except requests.Timeout:
-                return LinkOutcome("error", f"no answer within {timeout:g}s")
-            except requests.RequestException as exc:
-                tls = transport.tls_failure(exc)
-                return LinkOutcome("error", f"request failed: {tls or type(exc).__name__}")
-            if response.is_redirect:
-                target = urljoin(url, response.headers.get("Location", ""))
-                if _host_port(target) != _host_port(url):
-                    return LinkOutcome("refused", "redirect to another host "
-                                       f"({redact_url(target)})", response.status_code)
-                refusal = policy.refusal(target)
-                if refusal:
-                    return LinkOutcome("refused", f"redirect refused: {refusal}", response.status_code)
-                url = target
-                continue
-            return classify_answer(response.status_code, body)
-        return LinkOutcome("error", "too many redirects")
+                return _follow(url, policy, session, timeout, user_agent, cut)
+            except Exception as exc:  # noqa: BLE001 (a library's surprise is still an outcome)
+                if cut.is_set():
+                    return LinkOutcome("error", f"no answer within {timeout:g}s")
+                return LinkOutcome("error", f"request failed: {type(exc).__name__}")
     finally:
         if own_session:
             session.close()
+
+
+def _follow(url: str, policy: LinkPolicy, session: requests.Session, timeout: float,
+            user_agent: str, cut) -> LinkOutcome:
+    secrets = secret_parts(url)
+    for _ in range(_MAX_REDIRECTS + 1):
+        try:
+            response = session.get(url, timeout=timeout, allow_redirects=False, stream=True,
+                                   headers={"User-Agent": user_agent},
+                                   proxies=transport.proxies_for(url))
+            try:
+                body = _read_capped(response)
+            finally:
+                response.close()
+        except requests.Timeout:
+            return LinkOutcome("error", f"no answer within {timeout:g}s")
+        except requests.RequestException as exc:
+            if cut.is_set():
+                return LinkOutcome("error", f"no answer within {timeout:g}s")
+            tls = transport.tls_failure(exc)
+            return LinkOutcome("error", f"request failed: {tls or type(exc).__name__}")
+        if cut.is_set():  # the deadline ended the body early: not the whole answer
+            return LinkOutcome("error", f"no answer within {timeout:g}s")
+        if response.is_redirect:
+            target = urljoin(url, response.headers.get("Location", ""))
+            try:
+                same_host = _host_port(target) == _host_port(url)
+            except ValueError:  # a port of 99999, a broken [v6]: refused, and counted
+                return LinkOutcome("refused", "redirect refused: link is not a valid URL",
+                                   response.status_code)
+            if not same_host:
+                return LinkOutcome("refused", "redirect to another host "
+                                   f"({redact_url(target)})", response.status_code)
+            refusal = policy.refusal(target)
+            if refusal:
+                return LinkOutcome("refused", f"redirect refused: {refusal}", response.status_code)
+            url = target
+            secrets += secret_parts(url)
+            continue
+        return classify_answer(response.status_code, body, secrets)
+    return LinkOutcome("error", "too many redirects")
 
 
 def _read_capped(response: requests.Response) -> bytes:

@@ -8,6 +8,7 @@ log line, a metric, an exception or an HTTP answer goes through :func:`redact_ur
 from __future__ import annotations
 
 import re
+from typing import Iterable
 from urllib.parse import parse_qsl, urlsplit
 
 MASK = "***"
@@ -43,6 +44,28 @@ def redact_url(url: str) -> str:
         for key, _ in parse_qsl(parts.query, keep_blank_values=True)
     )
     return f"{scheme}://{netloc}{path}" + (f"?{query}" if query else "")
+
+
+def secret_parts(url: str) -> list[str]:
+    """The values :func:`redact_url` masks in ``url``: a link's key and fix code, by value."""
+    try:
+        parts = urlsplit(str(url))
+    except ValueError:
+        return []
+    values = [seg for seg in parts.path.split("/") if seg.lower() not in _PUBLIC_SEGMENTS]
+    values += [value for _, value in parse_qsl(parts.query, keep_blank_values=True) if value]
+    values += [v for v in (parts.username, parts.password, parts.fragment) if v]
+    return values
+
+
+def scrub(text: str, secrets: Iterable[str | None] = (), limit: int = 120) -> str:
+    """Redaction by value: every secret in ``secrets`` (a password, a token, a link's key and
+    fix code) replaced by ``***`` wherever it stands in ``text``, then :func:`redact_text`.
+    The one function for text that came from outside (an answer's message, an exception)."""
+    cleaned = str(text)
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        cleaned = cleaned.replace(secret, MASK)
+    return redact_text(cleaned, limit)
 
 
 def redact_text(text: str, limit: int = 120) -> str:

@@ -30,11 +30,16 @@ from .sidecar_web import sidecar_server
 from .web import History, exporter_server
 
 
-def wait_for(stop: threading.Event) -> None:
+def wait_for(stop: threading.Event, hangup: threading.Event | None = None,
+             on_hangup: Callable[[], None] | None = None) -> None:
     """Sleep until ``stop``, waking twice a second: a signal the kernel gave another thread
-    only runs its Python handler once the main thread wakes."""
+    only runs its Python handler once the main thread wakes. Signal handlers only set these
+    flags; the work of a SIGHUP (``on_hangup``) runs here, in the main thread, one at a time."""
     while not stop.wait(0.5):
-        pass
+        if hangup is not None and hangup.is_set():
+            hangup.clear()
+            if on_hangup is not None:
+                on_hangup()
 
 
 def process_registry() -> CollectorRegistry:

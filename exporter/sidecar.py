@@ -27,7 +27,7 @@ from .incident import Incident, IncidentStore, observed_chaos
 from .journey import run_journey
 from .logs import get_logger
 from .recovery import RESULTS, LinkOutcome, LinkPolicy, call_link
-from .redact import RecoveryLink
+from .redact import RecoveryLink, scrub, secret_parts
 from .result import JourneyResult
 
 ALERT_NAME = "PizzaSyntheticOrderFailing"
@@ -111,16 +111,26 @@ class Sidecar:
         self._ignore_before = 0.0
         self._incident_seq = 0
         self._notes_once: set[tuple[str, str]] = set()
+        self._last_confirm: float | None = None  # the alert trigger's last confirming order
+        self.dropped = 0  # events refused because the queue was full
         self._lock = threading.Lock()  # guards reads of incident state by the status page
         self._update_enabled()
 
     # --- producers (any thread) ---------------------------------------------------------------
 
     def submit_report(self, report: ProbeReport) -> None:
-        self.events.put(("report", report))
+        self._submit(("report", report))
 
     def submit_alert(self, status: str) -> None:
-        self.events.put(("alert", status))
+        """Alerts are a trigger, not a work queue: the webhook never waits, and however many
+        arrive, at most one confirming order runs per cooldown (see ``_on_alert``)."""
+        self._submit(("alert", status))
+
+    def _submit(self, event: tuple) -> None:
+        try:
+            self.events.put_nowait(event)
+        except queue.Full:  # a flood: the worker is far behind; what is queued already triggers
+            self.dropped += 1
 
     # --- the worker ---------------------------------------------------------------------------
 
@@ -144,7 +154,8 @@ class Sidecar:
             self._update_enabled()
             self._maybe_act()
         except Exception as exc:  # keep the sidecar alive; a bug of ours must not stop it
-            self.log.error("sidecar step failed", extra={"fields": {"error": type(exc).__name__}})
+            self.log.error("sidecar step failed", extra={"fields": {
+                "error": type(exc).__name__, "detail": scrub(str(exc), self._known_secrets())}})
 
     def start(self, stop: threading.Event) -> threading.Thread:
         thread = threading.Thread(target=self.run, args=(stop,), name="sidecar", daemon=True)
@@ -190,14 +201,28 @@ class Sidecar:
                 target.note(now, f"alert {ALERT_NAME} resolved")
                 self._save(target)
             return
+        mono = self.clock.monotonic()
+        confirmed_lately = (self._last_confirm is not None
+                            and mono - self._last_confirm < self.options.cooldown)
+        if self.incident is None and confirmed_lately:
+            # a confirming order ran within the cooldown and no incident is open: it found the
+            # shop working. More alerts (a flood, a repeat) open nothing and order nothing.
+            return
         incident = self.incident or self._open("alert", None)
         if incident.alert_fired_at is None:
             incident.alert_fired_at = now
             incident.note(now, f"alert {ALERT_NAME} fired")
-        if not self._fresh_link():
-            incident.note(now, "no fresh chaos link known: the sidecar places a synthetic order")
-            result = self.journey(self.probe_config)
-            self._on_report(ProbeReport.from_result(result), source="sidecar")
+        self._save(incident)  # on disk before the order below
+        if self._fresh_link():
+            return
+        if confirmed_lately:
+            self._note_once(incident, f"confirm-{self._last_confirm}",
+                            "more alerts within the cooldown: no further synthetic order")
+            return
+        self._last_confirm = mono
+        incident.note(now, "no fresh chaos link known: the sidecar places a synthetic order")
+        result = self.journey(self.probe_config)
+        self._on_report(ProbeReport.from_result(result), source="sidecar")
         self._save(incident)
 
     # --- action -------------------------------------------------------------------------------
@@ -226,8 +251,16 @@ class Sidecar:
             self._save(incident)
 
     def _maybe_act(self) -> None:
+        """Call the fresh link if every rule allows it. A link that may not be called is
+        refused at once, before any cooldown; every call, even one that raised, is a recorded
+        attempt with its cooldown. The cooldown spaces the calls within an incident: the first
+        call of a new incident is immediate (the hourly limit still holds)."""
         incident, link = self.incident, self._fresh_link()
         if incident is None or link is None or link in self._handled_links:
+            return
+        refusal = self.policy.refusal(link.reveal())
+        if refusal is not None:
+            self._record_attempt(incident, link, LinkOutcome("refused", refusal))
             return
         mono = self.clock.monotonic()
         calls = [a for a in incident.attempts if a["called"]]
@@ -246,15 +279,17 @@ class Sidecar:
         if self._kill_switch_on():
             self._note_once(incident, "kill", "kill switch is on: not calling the recovery link")
             return
-        refusal = self.policy.refusal(link.reveal())
-        if refusal is not None:
-            outcome = LinkOutcome("refused", refusal)
-        elif self.options.dry_run:
+        if self.options.dry_run:
             outcome = LinkOutcome("dry_run", "dry run: the link was not called")
         else:
-            outcome = self.link_caller(link, self.policy, timeout=self.options.link_timeout,
-                                       user_agent=self.probe_config.user_agent,
-                                       ca_file=self.probe_config.ca_file)
+            self._last_call = mono  # spaced even if the call below raises
+            try:
+                outcome = self.link_caller(link, self.policy, timeout=self.options.link_timeout,
+                                           user_agent=self.probe_config.user_agent,
+                                           ca_file=self.probe_config.ca_file)
+            except Exception as exc:  # noqa: BLE001 (recorded and counted like any failure)
+                outcome = LinkOutcome("error", f"link call failed: {type(exc).__name__}: "
+                                      f"{scrub(str(exc), secret_parts(link.reveal()))}")
         self._record_attempt(incident, link, outcome)
         if outcome.result in ("resolved", "no_chaos"):
             self._verify(incident)
@@ -272,7 +307,7 @@ class Sidecar:
             if incident.link_called_at is None:
                 incident.link_called_at = now
             incident.link_answer = outcome.result
-        host = urlsplit(link.reveal()).hostname or ""
+        host = _host_of(link.reveal())
         incident.attempts.append({"at": now, "host": host, "result": outcome.result,
                                   "detail": outcome.detail, "link": link.redacted,
                                   "called": called})
@@ -317,6 +352,7 @@ class Sidecar:
             self.incident = incident
         self._link = None
         self._handled_links.clear()
+        self._last_call = None  # the cooldown spaces calls within one incident
         self.metrics.incidents.inc()
         self.metrics.open.set(1)
         self.metrics.open_since.set(first_failure_at or now)
@@ -359,6 +395,20 @@ class Sidecar:
             self.log.error("cannot write incident record", extra={"fields": {
                 "incident": incident.id, "error": exc.strerror or type(exc).__name__}})
 
+    def _known_secrets(self) -> list[str]:
+        secrets = [self.probe_config.password]
+        if self._link is not None:
+            secrets += secret_parts(self._link[0].reveal())
+        return secrets
+
     def snapshot(self) -> tuple[Incident | None, list[Incident]]:
         with self._lock:
             return self.incident, list(self.closed)
+
+
+def _host_of(url: str) -> str:
+    """The link's host for the record, or '' for a link no parser can read."""
+    try:
+        return (urlsplit(url).hostname or "")[:253]
+    except ValueError:
+        return ""

@@ -15,12 +15,19 @@ One place for the journey, verify, the recovery link and the hand-off, so they c
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import ssl
-from typing import Mapping
+import threading
+import weakref
+from typing import Iterator, Mapping
 
 import requests
+from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from .config import ConfigError
 
@@ -90,23 +97,103 @@ def proxies_for(url: str) -> dict[str, str]:
         return {}
 
 
+def causes(exc: BaseException, limit: int = 64) -> Iterator[BaseException]:
+    """``exc`` and the exceptions behind it: requests and urllib3 keep them in ``args``,
+    ``reason``, ``__cause__`` and ``__context__``. At most ``limit``, each once."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo and len(seen) < limit:
+        current = todo.pop(0)
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        todo.extend([*current.args, getattr(current, "reason", None), current.__cause__,
+                     current.__context__])
+
+
 def tls_failure(exc: BaseException) -> str | None:
     """The TLS error behind ``exc`` (requests wraps urllib3 wraps ssl), found by type, or None.
     For a certificate that did not verify, OpenSSL's own reason, e.g. "certificate verify
     failed: unable to get local issuer certificate"."""
-    seen: set[int] = set()
-    todo: list[object] = [exc]
-    while todo:
-        current = todo.pop()
-        if not isinstance(current, BaseException) or id(current) in seen:
-            continue
-        seen.add(id(current))
+    for current in causes(exc):
         if isinstance(current, ssl.SSLCertVerificationError):
             return f"certificate verify failed: {current.verify_message}"
         if isinstance(current, ssl.SSLError):
             return f"TLS error: {current.reason or type(current).__name__}"
-        todo.extend([current.__cause__, current.__context__, getattr(current, "reason", None),
-                     *current.args])
     if isinstance(exc, requests.exceptions.SSLError):
         return "TLS error"
     return None
+
+
+# --- a total deadline: requests' timeout is per read and restarts with every byte ------------
+
+class SocketTracker:
+    """Every socket a session opened, so that a deadline can cut them all."""
+
+    def __init__(self) -> None:
+        self._sockets: weakref.WeakSet = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def add(self, sock) -> None:
+        with self._lock:
+            self._sockets.add(sock)
+
+    def cut(self) -> None:
+        with self._lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _TrackingAdapter(HTTPAdapter):
+    def __init__(self, tracker: SocketTracker) -> None:
+        self.tracker = tracker
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        tracker = self.tracker
+
+        def tracked(base):
+            class Tracked(base):
+                def connect(self) -> None:
+                    super().connect()
+                    tracker.add(self.sock)
+            return Tracked
+
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": type("Pool", (HTTPConnectionPool,), {"ConnectionCls": tracked(HTTPConnection)}),
+            "https": type("Pool", (HTTPSConnectionPool,), {"ConnectionCls": tracked(HTTPSConnection)}),
+        }
+
+
+def track_sockets(session: requests.Session) -> SocketTracker:
+    """Mount an adapter on ``session`` that remembers its sockets, for :func:`hard_deadline`."""
+    tracker = SocketTracker()
+    adapter = _TrackingAdapter(tracker)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return tracker
+
+
+@contextlib.contextmanager
+def hard_deadline(tracker: SocketTracker, seconds: float) -> Iterator[threading.Event]:
+    """Within the block, the tracked sockets are shut down ``seconds`` from now: a server that
+    drips one byte a second cannot stretch a call. The event tells whether the cut happened."""
+    hit = threading.Event()
+
+    def cut() -> None:
+        hit.set()
+        tracker.cut()
+
+    timer = threading.Timer(seconds, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield hit
+    finally:
+        timer.cancel()

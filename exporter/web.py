@@ -82,14 +82,26 @@ def _status_page(history: History | None, fleet: bool) -> bytes:
     ).encode()
 
 
+# A scrape that allows less than this is refused: no journey fits in it.
+MIN_SCRAPE_TIMEOUT = 1.0
+SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
+
+
 def _scrape_budget(headers) -> float | None:
-    """The journey's time budget from Prometheus' ``X-Prometheus-Scrape-Timeout-Seconds``."""
+    """The journey's time budget from Prometheus' ``X-Prometheus-Scrape-Timeout-Seconds``
+    (None without the header). A header that is not a number, or below 1 s, is refused (400)."""
+    raw = headers.get(SCRAPE_TIMEOUT_HEADER)
+    if raw is None:
+        return None
     try:
-        timeout = float(headers.get("X-Prometheus-Scrape-Timeout-Seconds", ""))
+        timeout = float(raw)
     except ValueError:
-        return None
-    if not 0 < timeout < 1e6:
-        return None
+        raise ProbeRefused(400, f"{SCRAPE_TIMEOUT_HEADER} is not a number of seconds") from None
+    if not timeout == timeout or timeout > 1e6:  # NaN, inf: no limit meant, none taken
+        raise ProbeRefused(400, f"{SCRAPE_TIMEOUT_HEADER} is not a number of seconds")
+    if timeout < MIN_SCRAPE_TIMEOUT:
+        raise ProbeRefused(400, f"{SCRAPE_TIMEOUT_HEADER} is below {MIN_SCRAPE_TIMEOUT:g}s: "
+                                "no journey fits in it")
     return max(timeout - SCRAPE_TIMEOUT_OFFSET, timeout / 2)
 
 
@@ -127,8 +139,12 @@ def make_handler(registry: CollectorRegistry, history: History | None = None,
                 return query.get(name, [None])[0]
 
             try:
-                answer = fleet.probe(first("target"), first("module"),
-                                     budget=_scrape_budget(self.headers))
+                try:
+                    budget = _scrape_budget(self.headers)
+                except ProbeRefused:
+                    fleet.metrics.probes.labels("refused").inc()
+                    raise
+                answer = fleet.probe(first("target"), first("module"), budget=budget)
             except ProbeRefused as exc:
                 get_logger().debug("probe refused", extra={"fields": {"why": exc.message}})
                 self.send_body(exc.status, f"{exc.message}\n".encode(), text)

@@ -313,7 +313,7 @@ def test_the_example_modules_file_loads(tmp_path, monkeypatch):
     for pattern in loaded.patterns:
         assert ".*" not in pattern.pattern and ".+" not in pattern.pattern, pattern.pattern
     monkeypatch.delenv("PIZZA_PROBE_PASSWORD")
-    with pytest.raises(Exception, match="PIZZA_PROBE_PASSWORD is not set"):
+    with pytest.raises(Exception, match="password_env: the environment variable it names is not set"):
         load_modules(_copy_of_modules(tmp_path))
 
 

@@ -204,7 +204,7 @@ def run_cli(monkeypatch, capsys):
         raise Started
 
     monkeypatch.setattr(cli_module, "start_exporter", start_exporter)
-    monkeypatch.setattr(cli_module, "_stop_on_signals", lambda stop: None)  # keep pytest's
+    monkeypatch.setattr(cli_module, "_stop_on_signals", lambda *flags: None)  # keep pytest's
     logger = logging.getLogger(LOGGER_NAME)  # serve's setup_logging points it at captured stderr
     saved = (logger.handlers[:], logger.level, logger.propagate)
 
