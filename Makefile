@@ -17,12 +17,16 @@ $(STAMP): setup.cfg pyproject.toml
 # The tests start a real Prometheus and Alertmanager on loopback, use promtool and amtool, and
 # check the compose file with docker-compose, and make a self-signed certificate with openssl:
 # Debian packages prometheus, prometheus-alertmanager, docker-compose and openssl.
+# tests/test_image.py builds and runs the image on a private Docker engine (docker.io: dockerd,
+# containerd, runc, the docker client) from a base image it makes with debootstrap.
+TOOLS_PACKAGES := prometheus prometheus-alertmanager docker-compose openssl docker.io debootstrap
 tools:
 	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus-alertmanager >/dev/null 2>&1 \
-	    || ! command -v docker-compose >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then \
-	  echo "installing Debian packages prometheus, prometheus-alertmanager, docker-compose, openssl"; \
+	    || ! command -v docker-compose >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1 \
+	    || ! command -v dockerd >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1; then \
+	  echo "installing Debian packages $(TOOLS_PACKAGES)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends prometheus prometheus-alertmanager docker-compose openssl >/dev/null; \
+	    --no-install-recommends $(TOOLS_PACKAGES) >/dev/null; \
 	fi
 
 test: install tools

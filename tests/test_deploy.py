@@ -110,6 +110,9 @@ def test_docker_compose_config_accepts_the_stack(tmp_path):
     shutil.copy(copy / ".env.example", copy / ".env")  # as the user does
     out = run(binary("docker-compose"), "-f", "docker-compose.yml", "config", "-q", cwd=copy)
     assert out.returncode == 0, out.stdout + out.stderr
+    out = run(binary("docker-compose"), "-f", "docker-compose.yml", "--profile", "demo",
+              "config", "-q", cwd=copy)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_compose_wires_the_shipped_files():
@@ -123,9 +126,21 @@ def test_compose_wires_the_shipped_files():
     assert "http://pizza-probe-sidecar:9817/alertmanager" in hooks
     assert "../../dashboards:/var/lib/grafana/dashboards:ro" in services["grafana"]["volumes"]
     env = open(os.path.join(COMPOSE, ".env.example")).read()
-    for key in ("PIZZA_SERVICE_URL", "PIZZA_PROBE_PASSWORD", "PIZZA_PROBE_HANDOFF_TOKEN",
-                "PIZZA_RECOVERY_WEBHOOK_TOKEN", "GRAFANA_ADMIN_PASSWORD"):
+    for key in ("PIZZA_PROBE_HANDOFF_TOKEN", "PIZZA_RECOVERY_WEBHOOK_TOKEN",
+                "GRAFANA_ADMIN_PASSWORD"):
         assert re.search(rf"^{key}=", env, re.M), key
+    # the target and the probe's user are there to set; unset, the demo profile's simulator
+    for key in ("PIZZA_SERVICE_URL", "PIZZA_FACTORY_URL", "PIZZA_PROBE_EMAIL", "PIZZA_PROBE_PASSWORD"):
+        assert re.search(rf"^#{key}=", env, re.M), key
+    assert services["simulator"]["profiles"] == ["demo"]
+    assert services["simulator"]["command"][0] == "simulate" and "ports" not in services["simulator"]
+    for name in ("pizza-probe", "pizza-probe-sidecar"):
+        assert services[name]["environment"] == {
+            "PIZZA_SERVICE_URL": "${PIZZA_SERVICE_URL:-http://simulator:3000}",
+            "PIZZA_FACTORY_URL": "${PIZZA_FACTORY_URL:-http://simulator:3001}"}
+    # the image's own health check follows the command: no per-service override is needed
+    assert all("healthcheck" not in services[name]
+               for name in ("pizza-probe", "pizza-probe-sidecar", "simulator"))
     assert ".env" in open(os.path.join(REPO, ".gitignore")).read()
 
 
