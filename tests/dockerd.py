@@ -36,6 +36,24 @@ CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 RECIPE = f"{SUITE} minbase {','.join(PACKAGES)} venv={VENV} v1"
 
 
+SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def tool_env() -> dict[str, str]:
+    """Our environment with the sbin directories on PATH: dockerd, debootstrap, chroot and
+    runc live there, and a CI environment's PATH may lack them."""
+    path = os.environ.get("PATH", "")
+    return {**os.environ, "PATH": ":".join(p for p in [path, SBIN_PATH] if p)}
+
+
+def sbin(name: str) -> str:
+    found = shutil.which(name, path=tool_env()["PATH"])
+    if not found:
+        raise EngineError(f"no {name}: `make test` installs it (Debian packages docker.io, "
+                          "debootstrap)")
+    return found
+
+
 class EngineError(Exception):
     """Something the engine or a build step refused; the message says what, in one place."""
 
@@ -75,9 +93,32 @@ def unmount_all(path: str) -> list[str]:
     """Unmount what is mounted below ``path`` (what debootstrap or the engine left)."""
     left = mounts_under(path)
     for point in left:
-        if subprocess.run(["umount", point], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", point], capture_output=True)
+        if subprocess.run(["umount", point], capture_output=True, env=tool_env()).returncode:
+            subprocess.run(["umount", "-l", point], capture_output=True, env=tool_env())
     return left
+
+
+STALE_PREFIX = "ppd-"
+
+
+def remove_stale_engines(parent: str = "/tmp") -> list[str]:
+    """The directories of engines that an interrupted run left (their dockerd is gone): unmount
+    and delete them. An engine whose dockerd still runs, another run's perhaps, is left alone."""
+    removed = []
+    for base in glob.glob(os.path.join(parent, STALE_PREFIX + "*"))[:100]:
+        try:
+            pid = int(open(os.path.join(base, "docker.pid")).read().strip())
+        except (OSError, ValueError):
+            pid = None
+        started = os.path.getmtime(base) if os.path.exists(base) else 0
+        if pid is None and time.time() - started < 600:
+            continue  # starting now, perhaps: not ours to judge yet
+        if pid is not None and _alive(pid):
+            continue
+        unmount_all(base)
+        shutil.rmtree(base, ignore_errors=True)
+        removed.append(base)
+    return removed
 
 
 def docker_client() -> str:
@@ -117,7 +158,7 @@ class Dockerd:
         config = os.path.join(base, "client-config")
         os.makedirs(config, exist_ok=True)
         self.env = {
-            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "PATH": tool_env()["PATH"],
             "HOME": base,
             "DOCKER_HOST": f"unix://{self.socket}",
             "DOCKER_CONFIG": config,  # not the user's ~/.docker (credential helpers, contexts)
@@ -126,9 +167,7 @@ class Dockerd:
         }
 
     def start(self, timeout: float = 60) -> "Dockerd":
-        dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
-        if not os.access(dockerd, os.X_OK):
-            raise EngineError("no dockerd: `make test` installs Debian's docker.io")
+        dockerd = sbin("dockerd")
         daemon_json = os.path.join(self.base, "daemon.json")
         with open(daemon_json, "w") as handle:
             json.dump({}, handle)  # not /etc/docker/daemon.json
@@ -140,7 +179,8 @@ class Dockerd:
                 "--shutdown-timeout", "3", "--log-level", "warn"]
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     env=tool_env())
 
         def ready():
             if self.proc.poll() is not None:
@@ -246,13 +286,13 @@ def standin_tarball(mirror: str, log) -> tuple[str, bool]:
     root = os.path.join(work, "root")
     try:
         steps = [
-            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, root,
-             mirror],
-            ["chroot", root, "/usr/bin/python3", "-m", "venv", VENV],
+            [sbin("debootstrap"), "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE,
+             root, mirror],
+            [sbin("chroot"), root, "/usr/bin/python3", "-m", "venv", VENV],
         ]
         for args in steps:
             out = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT, timeout=600,
-                                 stdin=subprocess.DEVNULL)
+                                 stdin=subprocess.DEVNULL, env=tool_env())
             if out.returncode != 0:
                 raise EngineError(f"{args[0]} exited {out.returncode} (see {log.name})")
         for leftover in glob.glob(os.path.join(root, "var/cache/apt/archives/*.deb")) + \

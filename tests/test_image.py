@@ -25,8 +25,8 @@ import pytest
 import yaml
 
 from conftest import value
-from dockerd import (REPO, Dockerd, EngineError, apt_mirror, deadline_wait, from_tags,
-                     import_standin, standin_tarball)
+from dockerd import (REPO, STALE_PREFIX, Dockerd, EngineError, apt_mirror, deadline_wait,
+                     from_tags, import_standin, remove_stale_engines, standin_tarball)
 from promstack import binary
 
 IMAGE = "pizza-probe:latest"  # the compose file's tag
@@ -102,8 +102,9 @@ class Image:
 def image(tmp_path_factory):
     """A private engine with the stand-in base and the image built from the Dockerfile."""
     workdir = tmp_path_factory.mktemp("image")
+    remove_stale_engines("/tmp")
     # short: containerd's socket paths live below the exec root
-    engine = Dockerd(tempfile.mkdtemp(prefix="ppd-", dir="/tmp"))
+    engine = Dockerd(tempfile.mkdtemp(prefix=STALE_PREFIX, dir="/tmp"))
     timings: dict[str, float] = {}
     try:
         started = time.monotonic()
@@ -355,3 +356,29 @@ def test_compose_demo_profile_runs_the_stack_it_can_build(image, tmp_path):
     # and no network was made for it: no bridge, nothing but the engine's host and none
     networks = image.docker("network", "ls", "--format", "{{.Name}}").stdout.split()
     assert sorted(networks) == ["host", "none"], networks
+
+
+def test_an_interrupted_runs_engine_directory_is_unmounted_and_removed(tmp_path):
+    """What a killed run leaves (its dockerd gone, a mount inside) goes at the next start;
+    a directory whose dockerd is alive is left alone."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = tempfile.mkdtemp(prefix=STALE_PREFIX, dir="/tmp")
+    live = tempfile.mkdtemp(prefix=STALE_PREFIX, dir="/tmp")
+    try:
+        open(os.path.join(stale, "docker.pid"), "w").write(str(gone.pid))
+        open(os.path.join(live, "docker.pid"), "w").write(str(os.getpid()))
+        os.makedirs(os.path.join(stale, "exec", "netns"))
+        point = os.path.join(stale, "exec", "netns", "default")
+        open(point, "w").close()
+        subprocess.run(["mount", "--bind", "/proc/self/ns/net", point], check=True)
+        removed = remove_stale_engines("/tmp")
+        assert stale in removed and live not in removed
+        assert not os.path.exists(stale) and os.path.exists(live)
+        assert point not in open("/proc/self/mountinfo").read()
+    finally:
+        for base in (stale, live):
+            if os.path.exists(base):
+                subprocess.run(["umount", "-l", os.path.join(base, "exec", "netns", "default")],
+                               capture_output=True)
+                shutil.rmtree(base, ignore_errors=True)
