@@ -122,8 +122,9 @@ def image(tmp_path_factory):
         engine.run("build", "--network", "host", "-t", IMAGE, REPO, timeout=600)
         timings["docker build"] = time.monotonic() - started
     except EngineError as exc:
+        tail = engine.log_tail()  # before stop() deletes it
         engine.stop()
-        pytest.fail(f"image test setup: {exc}; dockerd log: {engine.log_tail()}")
+        pytest.fail(f"image test setup: {exc}; dockerd log: {tail}")
     except BaseException:
         engine.stop()
         raise
