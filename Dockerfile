@@ -1,7 +1,21 @@
-# pizza-probe: one image for the exporter (the default command) and the sidecar.
+# pizza-probe: one image for the exporter (the default command), the sidecar and the simulator.
 #   docker build -t pizza-probe .
 #   docker run -p 9816:9816 -e PIZZA_SERVICE_URL=https://pizza-service.example.com pizza-probe
-#   docker run -p 9817:9817 pizza-probe sidecar --exporter-url http://exporter:9816
+#   docker run -p 9817:9817 -v incidents:/var/lib/pizza-probe/incidents pizza-probe sidecar \
+#       --exporter-url http://exporter:9816 --incident-dir /var/lib/pizza-probe/incidents
+# It runs as uid and gid 10001. The health check follows the command: with no URL,
+# `pizza-probe healthcheck` reads the command line and environment of the container's
+# pizza-probe process and checks where that command listens (docs/deploy.md).
+
+# Stage 1 builds the wheel; nothing else of it reaches the image.
+FROM python:3.11-slim AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY setup.cfg pyproject.toml README.md ./
+COPY exporter ./exporter
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
+# Stage 2, the image: the pinned dependencies, then the wheel. No source tree, no build files.
 FROM python:3.11-slim
 
 LABEL org.opencontainers.image.title="pizza-probe" \
@@ -14,18 +28,23 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-WORKDIR /app
+# The user, uid and gid 10001 (the Kubernetes manifest's runAsUser and runAsGroup), and the
+# incident directory, owned by it: a named volume mounted there starts with that ownership.
+RUN groupadd --system --gid 10001 pizza \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin pizza \
+    && mkdir -p /var/lib/pizza-probe/incidents \
+    && chown -R 10001:10001 /var/lib/pizza-probe
 
 # Dependencies first, in their own layer: rebuilt only when requirements.txt changes.
-COPY requirements.txt ./
-RUN pip install --no-cache-dir -r requirements.txt
+COPY requirements.txt /tmp/requirements.txt
+RUN pip install --no-cache-dir -r /tmp/requirements.txt && rm /tmp/requirements.txt
 
-COPY setup.cfg pyproject.toml README.md ./
-COPY exporter ./exporter
-RUN pip install --no-cache-dir --no-deps . \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin pizza
+COPY --from=build /wheels /tmp/wheels
+RUN pip install --no-cache-dir --no-deps /tmp/wheels/*.whl && rm -rf /tmp/wheels
 
-USER 10001
+USER 10001:10001
+WORKDIR /var/lib/pizza-probe
 EXPOSE 9816 9817
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["pizza-probe", "healthcheck"]

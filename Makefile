@@ -17,12 +17,24 @@ $(STAMP): setup.cfg pyproject.toml
 # The tests start a real Prometheus and Alertmanager on loopback, use promtool and amtool, and
 # check the compose file with docker-compose, and make a self-signed certificate with openssl:
 # Debian packages prometheus, prometheus-alertmanager, docker-compose and openssl.
+# tests/test_image.py builds and runs the image on a private Docker engine (docker.io: dockerd,
+# containerd, runc, the docker client) from a base image it makes with debootstrap. The system
+# dockerd must not start at install (it would make a docker0 bridge): policy-rc.d denies it.
+TOOLS_PACKAGES := prometheus prometheus-alertmanager docker-compose openssl docker.io debootstrap
 tools:
-	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus-alertmanager >/dev/null 2>&1 \
-	    || ! command -v docker-compose >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then \
-	  echo "installing Debian packages prometheus, prometheus-alertmanager, docker-compose, openssl"; \
+	@PATH="$$PATH:/usr/sbin:/sbin"; \
+	if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus-alertmanager >/dev/null 2>&1 \
+	    || ! command -v docker-compose >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1 \
+	    || ! command -v dockerd >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1; then \
+	  echo "installing Debian packages $(TOOLS_PACKAGES)"; \
+	  created=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d \
+	    && created=1; \
+	  fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends prometheus prometheus-alertmanager docker-compose openssl >/dev/null; \
+	    --no-install-recommends $(TOOLS_PACKAGES) >/dev/null; status=$$?; \
+	  if [ -n "$$created" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+	  exit $$status; \
 	fi
 
 test: install tools

@@ -575,15 +575,26 @@ def demo(once_, interval, throttle_delay, chaos_every, chaos_modes, listen, side
 
 
 @cli.command()
-@click.argument("url", default="http://127.0.0.1:9816/healthz", type=HTTP_URL)
+@click.argument("url", required=False, type=HTTP_URL)
 @click.option("--timeout", type=DURATION, default="3s", show_default=True)
-def healthcheck(url: str, timeout: float) -> int:
+def healthcheck(url: str | None, timeout: float) -> int:
     """Exit 0 if URL answers 200, else 1: a container HEALTHCHECK that needs no curl.
 
-    The sidecar's is http://127.0.0.1:9817/healthz.
+    Without URL: where the container's own pizza-probe command listens, read from its command
+    line and environment (/healthz of serve, sidecar and demo, / of simulate); without such a
+    process, http://127.0.0.1:9816/healthz.
     """
     import requests
 
+    from .healthcheck import HealthcheckError, own_url
+
+    try:
+        url = url or own_url()
+    except HealthcheckError as exc:
+        click.echo(f"unhealthy: {exc}", err=True)
+        return EXIT_FAILED
+    if url is None:
+        return EXIT_OK  # `once` serves nothing to check
     try:
         status = requests.get(url, timeout=timeout).status_code
     except requests.RequestException as exc:

@@ -1,5 +1,6 @@
-"""The deployment files: Dockerfile, compose stack, Kubernetes manifests. No Docker engine runs
-here, so the image's install step is replayed in a fresh venv from a clean copy of the tree."""
+"""The deployment files: Dockerfile, compose stack, Kubernetes manifests, checked without a
+Docker engine (fast: the image's build and install steps are replayed in a fresh venv from a
+clean copy of the tree). tests/test_image.py builds and runs the image itself."""
 
 from __future__ import annotations
 
@@ -38,14 +39,20 @@ def test_hadolint_reports_nothing():
 
 def test_dockerfile_essentials():
     text = open(os.path.join(REPO, "Dockerfile")).read()
-    assert re.search(r"^FROM python:3\.\d+-slim", text, re.M)
-    assert 'ENTRYPOINT ["pizza-probe"]' in text and 'CMD ["serve"]' in text
-    assert re.search(r"^USER \d+", text, re.M) and "EXPOSE 9816" in text
-    assert "HEALTHCHECK" in text and "curl" not in text and "wget" not in text
-    assert "org.opencontainers.image.title" in text
+    assert re.search(r"^FROM python:3\.\d+-slim AS build$", text, re.M)  # builds the wheel
+    final = text[text.rindex("\nFROM "):]  # the image itself: no source tree, only the wheel
+    assert re.match(r"\nFROM python:3\.\d+-slim\n", final) and "COPY exporter" not in final
+    assert 'ENTRYPOINT ["pizza-probe"]' in final and 'CMD ["serve"]' in final
+    assert re.search(r"^USER 10001:10001$", final, re.M) and "EXPOSE 9816 9817" in final
+    assert "--uid 10001 --gid 10001" in final and "--gid 10001 pizza" in final
+    assert "chown -R 10001:10001 /var/lib/pizza-probe" in final  # the incident volume's owner
+    # no URL: the check follows the command (tests/test_image.py runs it)
+    assert 'CMD ["pizza-probe", "healthcheck"]' in final
+    assert "curl" not in text and "wget" not in text
+    assert "org.opencontainers.image.title" in final
     assert "PASSWORD" not in text and "TOKEN" not in text  # no secrets baked in
-    # the dependency layer comes before the source, so a code change keeps it cached
-    assert text.index("COPY requirements.txt") < text.index("COPY exporter")
+    # the dependency layer comes before the code, so a code change keeps it cached
+    assert final.index("COPY requirements.txt") < final.index("COPY --from=build")
 
 
 def test_requirements_pin_exactly_the_install_requires():
@@ -60,8 +67,9 @@ def test_requirements_pin_exactly_the_install_requires():
 
 
 def test_image_install_step_from_a_clean_copy(tmp_path):
-    """What the Dockerfile does: requirements, then the package without deps, then run it.
-    Only what .dockerignore lets into the build context is copied."""
+    """What the Dockerfile does: a wheel from the source, then in a fresh venv the requirements
+    and the wheel without deps, then run it. Only what .dockerignore lets into the build
+    context is copied."""
     context = tmp_path / "context"
     context.mkdir()
     kept = [line[1:].strip().rstrip("/") for line in open(os.path.join(REPO, ".dockerignore"))
@@ -75,8 +83,12 @@ def test_image_install_step_from_a_clean_copy(tmp_path):
     venv = tmp_path / "venv"
     assert run(sys.executable, "-m", "venv", str(venv)).returncode == 0
     pip = str(venv / "bin" / "pip")
+    out = run(pip, "--disable-pip-version-check", "wheel", "--no-cache-dir", "--no-deps",
+              "--wheel-dir", str(tmp_path / "wheels"), ".", cwd=context)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    (wheel,) = (tmp_path / "wheels").glob("pizza_probe-*.whl")
     for args in (["install", "--no-cache-dir", "-r", "requirements.txt"],
-                 ["install", "--no-cache-dir", "--no-deps", "."]):
+                 ["install", "--no-cache-dir", "--no-deps", str(wheel)]):
         out = run(pip, "--disable-pip-version-check", *args, cwd=context)
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     out = run(str(venv / "bin" / "pizza-probe"), "--help", cwd=tmp_path)
@@ -98,6 +110,9 @@ def test_docker_compose_config_accepts_the_stack(tmp_path):
     shutil.copy(copy / ".env.example", copy / ".env")  # as the user does
     out = run(binary("docker-compose"), "-f", "docker-compose.yml", "config", "-q", cwd=copy)
     assert out.returncode == 0, out.stdout + out.stderr
+    out = run(binary("docker-compose"), "-f", "docker-compose.yml", "--profile", "demo",
+              "config", "-q", cwd=copy)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_compose_wires_the_shipped_files():
@@ -111,9 +126,21 @@ def test_compose_wires_the_shipped_files():
     assert "http://pizza-probe-sidecar:9817/alertmanager" in hooks
     assert "../../dashboards:/var/lib/grafana/dashboards:ro" in services["grafana"]["volumes"]
     env = open(os.path.join(COMPOSE, ".env.example")).read()
-    for key in ("PIZZA_SERVICE_URL", "PIZZA_PROBE_PASSWORD", "PIZZA_PROBE_HANDOFF_TOKEN",
-                "PIZZA_RECOVERY_WEBHOOK_TOKEN", "GRAFANA_ADMIN_PASSWORD"):
+    for key in ("PIZZA_PROBE_HANDOFF_TOKEN", "PIZZA_RECOVERY_WEBHOOK_TOKEN",
+                "GRAFANA_ADMIN_PASSWORD"):
         assert re.search(rf"^{key}=", env, re.M), key
+    # the target and the probe's user are there to set; unset, the demo profile's simulator
+    for key in ("PIZZA_SERVICE_URL", "PIZZA_FACTORY_URL", "PIZZA_PROBE_EMAIL", "PIZZA_PROBE_PASSWORD"):
+        assert re.search(rf"^#{key}=", env, re.M), key
+    assert services["simulator"]["profiles"] == ["demo"]
+    assert services["simulator"]["command"][0] == "simulate" and "ports" not in services["simulator"]
+    for name in ("pizza-probe", "pizza-probe-sidecar"):
+        assert services[name]["environment"] == {
+            "PIZZA_SERVICE_URL": "${PIZZA_SERVICE_URL:-http://simulator:3000}",
+            "PIZZA_FACTORY_URL": "${PIZZA_FACTORY_URL:-http://simulator:3001}"}
+    # the image's own health check follows the command: no per-service override is needed
+    assert all("healthcheck" not in services[name]
+               for name in ("pizza-probe", "pizza-probe-sidecar", "simulator"))
     assert ".env" in open(os.path.join(REPO, ".gitignore")).read()
 
 
