@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from urllib.parse import urlsplit
 
 from . import __version__
 
@@ -49,21 +48,21 @@ def parse_duration(text: str, *, name: str = "duration", allow_zero: bool = Fals
 
 def parse_http_url(text: str, *, name: str = "url") -> str:
     """An absolute http(s) URL with a host, without trailing slash. Never echoes credentials."""
+    from .urls import UrlError, parse
+
     raw = str(text).strip()
     try:
-        parts = urlsplit(raw)
-        port = parts.port  # raises ValueError for a bad port
-    except ValueError:
+        parts = parse(raw)
+    except UrlError:
         raise ConfigError(f"{name}: not a valid URL") from None
-    if parts.scheme not in ("http", "https"):
+    if parts.scheme not in ("http", "https") or not raw.lower().startswith(parts.scheme + "://"):
         raise ConfigError(f"{name}: must start with http:// or https://")
-    if not parts.hostname:
+    if not parts.host:
         raise ConfigError(f"{name}: has no host")
-    if parts.username or parts.password:
+    if parts.has_auth or "@" in parts.raw_netloc:
         raise ConfigError(f"{name}: must not contain a user or password")
     if parts.query or parts.fragment:
         raise ConfigError(f"{name}: must not contain a query or fragment")
-    del port
     return raw.rstrip("/")
 
 

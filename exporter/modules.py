@@ -15,12 +15,12 @@ import re
 import threading
 import time
 from typing import Any, Callable, Iterable, Mapping
-from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
 from .config import (PLAIN_NETLOC, ConfigError, ProbeConfig, is_plain_ascii, parse_duration,
                      parse_http_url, read_secret_file)
+from . import urls
 from .logs import get_logger
 from .transport import check_ca_file
 
@@ -107,25 +107,25 @@ def _canonical_host(netloc: str, host: str) -> str | None:
 def normalize_target(text: str, *, name: str = "target") -> str:
     """A target URL as it is compared and probed: checked by :func:`parse_http_url`, with the
     scheme and host in lower case, no trailing slash, and nothing in host or path that two URL
-    parsers or resolvers could read differently."""
+    parsers or resolvers could read differently. Parsed as requests sends it (exporter.urls)."""
     if len(text) > MAX_TARGET_LENGTH:
         raise ConfigError(f"{name}: longer than {MAX_TARGET_LENGTH} characters")
-    if not is_plain_ascii(text.strip()):  # urlsplit drops tabs silently
+    if not is_plain_ascii(text.strip()):  # a parser may drop a tab silently
         raise ConfigError(f"{name}: must not contain spaces, control or non-ASCII characters")
     url = parse_http_url(text, name=name)
-    parts = urlsplit(url)
-    host = _canonical_host(parts.netloc.lower(), parts.hostname or "")
+    parts = urls.parse(url)
+    host = _canonical_host(parts.raw_netloc.lower(), parts.host)
     if host is None or parts.port == 0:
         raise ConfigError(f"{name}: the host must be a DNS name, a dotted-decimal IPv4 or a "
                           "bracketed IPv6 address, with a port from 1")
-    segments = parts.path.split("/")[1:]
-    if not _TARGET_PATH.fullmatch(parts.path) or {".", ".."} & set(segments) \
+    path = parts.raw_path  # as written: urllib3 would quietly drop the dot segments
+    segments = path.split("/")[1:]
+    if not _TARGET_PATH.fullmatch(path) or {".", ".."} & set(segments) \
             or "" in segments[:-1]:
         raise ConfigError(f"{name}: the path may hold only segments of letters, digits and "
                           "- . _ ~ (no '.', '..' or empty segment)")
     netloc = host if parts.port is None else f"{host}:{parts.port}"
-    # An empty '?' or '#' may hide a trailing slash from parse_http_url: strip it here.
-    return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), "", ""))
+    return f"{parts.scheme}://{netloc}{path.rstrip('/')}"
 
 
 def parse_modules(text: str, *, source: str = "config.file",

@@ -12,11 +12,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import unquote, urljoin
 
 import requests
 
-from . import transport
+from . import transport, urls
 from .config import PLAIN_NETLOC, ConfigError, is_plain_ascii
 from .redact import RecoveryLink, redact_url, scrub, secret_parts
 
@@ -28,10 +28,8 @@ _MAX_REDIRECTS = 2
 
 
 def _host_port(url: str) -> tuple[str, int | None]:
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    return host, port
+    """(host, port) as requests would connect; raises ValueError (UrlError) if unparsable."""
+    return urls.parse(url).host_port
 
 
 _HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]")
@@ -43,13 +41,12 @@ def parse_allow_entry(entry: str) -> tuple[str, int | None]:
     text = str(entry).strip().lower()
     if "://" in text:
         try:
-            parts = urlsplit(text)
-            parts.port  # noqa: B018  (raises ValueError for a bad port)
-        except ValueError:
+            parts = urls.parse(text)
+        except urls.UrlError:
             raise ConfigError(f"allow-host: {entry!r} is not a valid URL") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if parts.scheme not in ("http", "https") or not parts.host:
             raise ConfigError(f"allow-host: {entry!r} is not an http(s) URL with a host")
-        return _host_port(text)
+        return parts.host_port
     host, port = text, None
     if ":" in text and not (text.startswith("[") and text.endswith("]")):
         host, _, port_text = text.rpartition(":")
@@ -81,17 +78,17 @@ class LinkPolicy:
         if "\\" in url or not is_plain_ascii(url):  # see config.PLAIN_NETLOC
             return "link has characters URL parsers read differently"
         try:
-            parts = urlsplit(url)
-            host, port = _host_port(url)
-        except ValueError:
+            parts = urls.parse(url)
+        except urls.UrlError:
             return "link is not a valid URL"
+        host, port = parts.host_port
         if parts.scheme not in ("http", "https"):
             return f"scheme {parts.scheme or '(none)'!r} is not http or https"
-        if parts.username or parts.password:
+        if parts.has_auth or "@" in parts.raw_netloc:
             return "link carries credentials"
-        if not PLAIN_NETLOC.fullmatch(parts.netloc.lower()):
+        if not PLAIN_NETLOC.fullmatch(parts.raw_netloc.lower()):
             return "link's host is not a plain host name or address"
-        if {".", ".."} & set(unquote(parts.path).split("/")):
+        if {".", ".."} & set(unquote(parts.raw_path).split("/")):
             return "link's path has '.' or '..' segments"
         if (host, port) not in self.entries and (host, None) not in self.entries:
             return f"host {host or '(none)'!r} is not on the allow-list"

@@ -16,7 +16,6 @@ import os
 import queue
 import threading
 from typing import Callable
-from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -26,6 +25,7 @@ from .handoff import ProbeReport
 from .incident import Incident, IncidentStore, observed_chaos
 from .journey import run_journey
 from .logs import get_logger
+from . import urls
 from .recovery import RESULTS, LinkOutcome, LinkPolicy, call_link
 from .redact import RecoveryLink, scrub, secret_parts
 from .result import JourneyResult
@@ -307,7 +307,7 @@ class Sidecar:
             if incident.link_called_at is None:
                 incident.link_called_at = now
             incident.link_answer = outcome.result
-        host = _host_of(link.reveal())
+        host = urls.host_of(link.reveal())
         incident.attempts.append({"at": now, "host": host, "result": outcome.result,
                                   "detail": outcome.detail, "link": link.redacted,
                                   "called": called})
@@ -405,10 +405,3 @@ class Sidecar:
         with self._lock:
             return self.incident, list(self.closed)
 
-
-def _host_of(url: str) -> str:
-    """The link's host for the record, or '' for a link no parser can read."""
-    try:
-        return (urlsplit(url).hostname or "")[:253]
-    except ValueError:
-        return ""
