@@ -82,11 +82,11 @@ class Timeline:
                 drill.detected_at = now
                 link = " (chaos link seen)" if result.chaos_link else ""
                 self._print("probe", f"first failed order: {result.failed_step} {result.reason}"
-                            f"{link}; detected in {self._x(drill.time_to_detect)}", now)
+                            f"{link}; detected in {self._x(now - drill.started_at)}", now)
             elif (drill.resolved_at is not None and drill.recovered_at is None and result.success
                   and result.started_at >= drill.resolved_at):
                 drill.recovered_at = now
-                self._print("probe", f"first good order; recovered in {self._x(drill.time_to_recover)}"
+                self._print("probe", f"first good order; recovered in {self._x(now - drill.started_at)}"
                             " after chaos started", now)
                 self._print("drill", f"{drill.mode}: detected in {drill.time_to_detect:.1f}s, "
                             f"recovered in {drill.time_to_recover:.1f}s", now)

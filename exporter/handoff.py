@@ -89,10 +89,13 @@ class ProbeReport:
             return number
 
         link = field("chaos_link", (str,))
+        started_at = timestamp("started_at", required=True)
+        if started_at is None:
+            raise ValueError("hand-off answer has no started_at")
         return cls(
             seq=field("seq", (int,), required=True),
             success=field("success", (bool,), required=True),
-            started_at=timestamp("started_at", required=True),
+            started_at=started_at,
             failed_step=field("failed_step", (str,)),
             reason=field("reason", (str,)),
             detail=field("detail", (str,), default="") or "",

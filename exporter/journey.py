@@ -116,24 +116,26 @@ def run_journey(
             except StepFailure:
                 pass
     duration = clock.monotonic() - started
-    where = {"factory_url": factory.url if factory else None,
-             "factory_source": factory.source if factory else None}
+    factory_url = factory.url if factory else None
+    factory_source = factory.source if factory else None
     if steps.failure is None:
         return JourneyResult(True, started_at, duration, tuple(steps.results), status=200,
-                             target_version=version, **where)
-    failed_step, failure = steps.failure
+                             target_version=version, factory_url=factory_url,
+                             factory_source=factory_source)
+    failed_step, first_failure = steps.failure
     return JourneyResult(
         success=False,
         started_at=started_at,
         duration=duration,
         steps=tuple(steps.results),
         failed_step=failed_step,
-        reason=failure.reason,
-        detail=failure.detail,
-        status=failure.status,
+        reason=first_failure.reason,
+        detail=first_failure.detail,
+        status=first_failure.status,
         chaos_link=link,
         target_version=version,
-        **where,
+        factory_url=factory_url,
+        factory_source=factory_source,
     )
 
 

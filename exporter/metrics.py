@@ -95,7 +95,8 @@ class ProbeMetrics:
             extra + ["version", "factory"],
             registry=registry,
         )
-        for target in targets if self._labeled else [None]:
+        names: Sequence[str | None] = list(targets) if targets is not None else [None]
+        for target in names:
             for result in ("success", "failure"):
                 self._child(self.orders, target, result)
             if self._labeled:  # the unlabeled gauges exist from the start; these per target
@@ -103,10 +104,10 @@ class ProbeMetrics:
                               self.last_run, self.last_success):
                     self._child(gauge, target)
 
-    def _labels(self, target: str | None, *values: str) -> tuple[str, ...]:
-        return ((target,) if self._labeled else ()) + values
+    def _labels(self, target: str | None, *values: str | None) -> tuple[str, ...]:
+        return tuple(v or "" for v in ((target,) if self._labeled else ()) + values)
 
-    def _child(self, metric, target: str | None, *values: str):
+    def _child(self, metric, target: str | None, *values: str | None):
         labels = self._labels(target, *values)
         return metric.labels(*labels) if labels else metric
 

@@ -166,9 +166,9 @@ def parse_modules(text: str, *, source: str = "config.file",
             patterns.append(re.compile(item))
         except re.error as exc:
             raise ConfigError(f"{source}: {where}: not a valid regular expression: {exc.msg}") from None
-        problem = _backtracking_risk(item)
-        if problem:
-            raise ConfigError(f"{source}: {where}: {problem}: it could take minutes to match "
+        risk = _backtracking_risk(item)
+        if risk:
+            raise ConfigError(f"{source}: {where}: {risk}: it could take minutes to match "
                               "one target (write the repetition once, e.g. [a-z0-9-]+)")
     return Modules(modules, frozenset(targets), tuple(patterns), source)
 
@@ -290,7 +290,10 @@ def _backtracking_risk(pattern: str) -> str | None:
     """Why ``pattern`` may backtrack for an exponential time on a 512-character target, or None.
     Python's ``re`` has no time limit, so the shapes that can are refused: a repetition inside a
     repetition (``(a+)+``), an alternation inside a repetition (``(a|ab)*``), a backreference."""
-    from re import _constants as c, _parser as parser  # the parser re itself uses
+    import importlib
+
+    c = importlib.import_module("re._constants")  # the parser re itself uses
+    parser = importlib.import_module("re._parser")
 
     def matches(charset, char: str) -> bool | None:
         """Whether a one-character item matches ``char``; None when it cannot tell."""

@@ -42,7 +42,7 @@ class Store:
 @dataclasses.dataclass(frozen=True)
 class OrderAnswer:
     order_id: int | None
-    jwt: str | None
+    jwt: str
     message: str
     link: RecoveryLink | None
 
@@ -95,8 +95,9 @@ def cheapest_menu_item(data: Any) -> MenuItem:
     if not items:
         raise ShapeError("menu has no item with an id and a price")
     best = min(items, key=lambda item: (item["price"], item["id"]))
-    title = best.get("title") if isinstance(best.get("title"), str) else ""
-    return MenuItem(id=best["id"], title=title[:100], price=float(best["price"]))
+    title = best.get("title")
+    return MenuItem(id=best["id"], title=title[:100] if isinstance(title, str) else "",
+                    price=float(best["price"]))
 
 
 def first_store(data: Any) -> Store:

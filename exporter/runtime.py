@@ -98,6 +98,7 @@ def start_exporter(config: ProbeConfig, interval: float, listen: tuple[str, int]
                            [name for name, _ in scheduled])
     loops = []
     for index, (name, url) in enumerate(scheduled):
+        per_target: list[Observer]
         if targets is None:
             per_target = [metrics.record, history, latest, JourneyLogger(log)]
         else:

@@ -135,6 +135,7 @@ def make_handler(registry: CollectorRegistry, history: History | None = None,
                                    {"Cache-Control": "no-store"})
 
         def _probe(self, query: dict) -> None:
+            assert fleet is not None  # routed here only in fleet mode
             def first(name: str) -> str | None:
                 return query.get(name, [None])[0]
 
