@@ -246,7 +246,7 @@ def once(as_json: bool, recover: bool, allow_hosts, incident_dir, dry_run, kill_
     sidecar.step(("report", ProbeReport.from_result(result)))
     current, closed = sidecar.snapshot()
     incident = current or closed[-1]
-    click.echo(render_recovery(incident, incident_dir), err=as_json)
+    click.echo(render_recovery(incident, incident_dir, store.path(incident)), err=as_json)
     if as_json:
         click.echo(render_json(result, config.service_url,
                                recovery=recovery_json(incident, store.path(incident))))
