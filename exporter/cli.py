@@ -141,10 +141,16 @@ def recovery_options(command):
 
 def _incident_store(incident_dir: str | None) -> IncidentStore:
     try:
-        return IncidentStore(incident_dir)
+        store = IncidentStore(incident_dir)
     except OSError as exc:
         raise ConfigError(f"incident-dir: cannot create {incident_dir!r}: "
                           f"{exc.strerror or type(exc).__name__}") from None
+    try:
+        store.check_writable()  # a read-only directory is an error now, not a lost record later
+    except OSError as exc:
+        raise ConfigError(f"incident-dir: cannot write in {incident_dir!r}: "
+                          f"{exc.strerror or type(exc).__name__}") from None
+    return store
 
 
 def listen_option(default: str, envvar: str, serves: str):

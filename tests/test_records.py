@@ -236,3 +236,17 @@ def test_full_disk_leaves_no_temp_file_and_logs_one_line(simulator, tmpfs):
     assert "No space left on device" in errors[0]
     assert sorted(p.name for p in full.iterdir()) == ["filler"], "no .tmp-* file, no record"
     assert "incident record: NOT written" in out.stdout
+
+
+@pytest.mark.parametrize("command", [
+    ["sidecar", "--listen", "127.0.0.1:0", "--exporter-url", ""],
+    ["once", "--recover", "--service-url", "http://127.0.0.1:9"],
+    ["demo", "--once", "--listen", "127.0.0.1:0", "--sidecar-listen", "127.0.0.1:0"],
+])
+def test_a_read_only_incident_dir_stops_the_start(command, tmpfs):
+    readonly = tmpfs("readonly", "64k")
+    subprocess.run(["mount", "-o", "remount,ro", str(readonly)], check=True, capture_output=True,
+                   timeout=10)
+    out = pizza_probe(*command, "--incident-dir", str(readonly), timeout=30)
+    assert_one_line_error(out, "incident-dir: ", str(readonly), "Read-only file system")
+    assert list(readonly.iterdir()) == []
