@@ -81,7 +81,8 @@ def tmpfs(tmp_path):
 
     yield mount
     for path in reversed(mounted):
-        subprocess.run(["umount", str(path)], capture_output=True, timeout=10)
+        if subprocess.run(["umount", str(path)], capture_output=True, timeout=10).returncode:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=10)
 
 
 def fill(directory) -> None:
