@@ -141,10 +141,16 @@ def recovery_options(command):
 
 def _incident_store(incident_dir: str | None) -> IncidentStore:
     try:
-        return IncidentStore(incident_dir)
+        store = IncidentStore(incident_dir)
     except OSError as exc:
         raise ConfigError(f"incident-dir: cannot create {incident_dir!r}: "
                           f"{exc.strerror or type(exc).__name__}") from None
+    try:
+        store.check_writable()  # a read-only directory is an error now, not a lost record later
+    except OSError as exc:
+        raise ConfigError(f"incident-dir: cannot write in {incident_dir!r}: "
+                          f"{exc.strerror or type(exc).__name__}") from None
+    return store
 
 
 def listen_option(default: str, envvar: str, serves: str):
@@ -246,7 +252,7 @@ def once(as_json: bool, recover: bool, allow_hosts, incident_dir, dry_run, kill_
     sidecar.step(("report", ProbeReport.from_result(result)))
     current, closed = sidecar.snapshot()
     incident = current or closed[-1]
-    click.echo(render_recovery(incident, incident_dir), err=as_json)
+    click.echo(render_recovery(incident, incident_dir, store.path(incident)), err=as_json)
     if as_json:
         click.echo(render_json(result, config.service_url,
                                recovery=recovery_json(incident, store.path(incident))))

@@ -7,7 +7,10 @@ command line turns that into ``error: ...`` and exit status 2.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
 import re
+import stat
 
 from . import __version__
 
@@ -91,11 +94,37 @@ def parse_listen_address(text: str, *, name: str = "listen") -> tuple[str, int]:
     return host or "0.0.0.0", port
 
 
-def read_secret_file(path: str, *, name: str = "password-file") -> str:
-    """The first line of a secret file, without its newline."""
+MAX_SECRET_BYTES = 4096
+
+
+def read_regular_file(path: str, max_bytes: int) -> bytes:
+    """At most ``max_bytes + 1`` bytes of ``path``, which must be a regular file: a device
+    (``/dev/zero``), a FIFO or a directory raises OSError at once rather than being read without
+    end or blocking. The FIFO is opened without blocking, then refused."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
-        with open(path, encoding="utf-8") as handle:
-            value = handle.readline().rstrip("\r\n")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        chunks, size = [], 0
+        while size <= max_bytes:  # bounded: each read returns at least one byte or ends it
+            chunk = os.read(fd, max_bytes + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_secret_file(path: str, *, name: str = "password-file") -> str:
+    """The first line of a secret file (a regular file of at most 4 KiB), without its newline."""
+    try:
+        data = read_regular_file(path, MAX_SECRET_BYTES)
+        if len(data) > MAX_SECRET_BYTES:
+            raise ConfigError(f"{name}: {path!r} is larger than {MAX_SECRET_BYTES} bytes; "
+                              "a password file holds the password on its first line")
+        value = re.split(r"\r\n|\r|\n", data.decode("utf-8"), maxsplit=1)[0]
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise ConfigError(f"{name}: cannot read {path!r}: {reason}") from None

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import errno
 import json
 import os
+import secrets
 import tempfile
 
 from .handoff import ProbeReport
+from .logs import get_logger
 
 
 def utc(ts: float | None) -> str | None:
@@ -17,6 +20,31 @@ def utc(ts: float | None) -> str | None:
         return None
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
+
+def parse_utc(text: str | None) -> float | None:
+    """The inverse of :func:`utc`."""
+    if text is None:
+        return None
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def new_incident_id(now: float) -> str:
+    """``incident-<UTC second>-<8 random hex digits>``: unique across processes and restarts
+    (two processes opening an incident in the same second do not share an id)."""
+    stamp = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"incident-{stamp}-{secrets.token_hex(4)}"
+
+
+# The statuses of a record: "open" while the sidecar works on it, "resolved" once a good order
+# verified the shop, "abandoned" when a sidecar started and found it still open: the process
+# that owned it stopped (killed, crashed, restarted) before it ended, so nothing will close it.
+OPEN, RESOLVED, ABANDONED = "open", "resolved", "abandoned"
+ABANDONED_RESOLUTION = ("abandoned at restart: the sidecar stopped before this incident ended "
+                        "and nothing verified a good order; a failure after the restart opens a "
+                        "new incident")
+MAX_RECORD_BYTES = 4 << 20  # a record is a few KiB; a bigger file is not ours
+_TIMES = ("opened_at", "first_failure_at", "alert_fired_at", "alert_resolved_at",
+          "link_called_at", "first_good_order_at", "resolved_at")
 
 FACTORY_UNREACHABLE = "factory unreachable (the service cannot reach its factory)"
 
@@ -74,7 +102,7 @@ class Incident:
     first_good_order_at: float | None = None
     slowest_order_seconds: float | None = None  # of the failed synthetic orders
     resolved_at: float | None = None
-    status: str = "open"  # open, resolved
+    status: str = OPEN  # OPEN, RESOLVED or ABANDONED
     resolution: str | None = None
     attempts: list[dict] = dataclasses.field(default_factory=list)
     timeline: list[tuple[float, str]] = dataclasses.field(default_factory=list)
@@ -90,14 +118,28 @@ class Incident:
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
         data["timeline"] = [{"at": utc(at), "event": event} for at, event in self.timeline]
-        for key in ("opened_at", "first_failure_at", "alert_fired_at", "alert_resolved_at",
-                    "link_called_at", "first_good_order_at", "resolved_at"):
+        for key in _TIMES:
             data[key] = utc(data[key])
         data["duration_seconds"] = None if self.duration is None else round(self.duration, 3)
         return data
 
+    @classmethod
+    def from_json(cls, data: dict) -> "Incident":
+        """An incident from its JSON record (times to the second, as written). Raises
+        ValueError, KeyError or TypeError if the record is not one of ours."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {key: value for key, value in data.items() if key in fields}
+        for key in _TIMES:
+            values[key] = parse_utc(values.get(key))
+        values["timeline"] = [(parse_utc(item["at"]), str(item["event"]))
+                              for item in data.get("timeline", [])]
+        if not isinstance(values.get("id"), str) or values["opened_at"] is None:
+            raise ValueError("not an incident record")
+        return cls(**values)
+
     def to_markdown(self) -> str:
-        duration = "still open" if self.duration is None else f"{self.duration:.1f} s"
+        duration = (f"{self.duration:.1f} s" if self.duration is not None
+                    else "still open" if self.status == OPEN else "unknown")
         lines = [
             f"# Incident {self.id}: JWT Pizza synthetic orders failing",
             "",
@@ -137,25 +179,128 @@ class Incident:
 
 
 class IncidentStore:
-    """Writes each incident as ``<id>.json`` and ``<id>.md`` in a directory, atomically."""
+    """Writes each incident as ``<id>.json`` and ``<id>.md`` in a directory, atomically.
+
+    A record is first created without replacing anything (a hard link of a complete temporary
+    file), so a store never overwrites another incident's record, even another process's; later
+    saves of the same incident replace it. A failed write leaves no temporary file behind and is
+    logged as one line, once while the failure lasts."""
 
     def __init__(self, directory: str | None) -> None:
         self.directory = directory
+        self._created: set[str] = set()  # file names this store made, so may replace
+        self._written: dict[str, bool] = {}  # incident id -> did its last save succeed
+        self._failing = False
         if directory:
             os.makedirs(directory, exist_ok=True)
 
-    def path(self, incident: Incident) -> str | None:
-        """Where the postmortem draft of ``incident`` is written, if anywhere."""
-        return os.path.join(self.directory, f"{incident.id}.md") if self.directory else None
-
-    def save(self, incident: Incident) -> None:
+    def check_writable(self) -> None:
+        """Create and remove a probe file: a read-only or unusable directory raises OSError now,
+        at start, rather than at the first incident."""
         if not self.directory:
             return
-        self._write(f"{incident.id}.json", json.dumps(incident.to_json(), indent=2) + "\n")
-        self._write(f"{incident.id}.md", incident.to_markdown())
+        fd, probe = tempfile.mkstemp(dir=self.directory, prefix=".tmp-probe-")
+        try:
+            os.close(fd)
+        finally:
+            os.unlink(probe)
+
+    def path(self, incident: Incident) -> str | None:
+        """Where the postmortem draft of ``incident`` is, if it was written (by its last save)."""
+        if not self.directory or not self._written.get(incident.id):
+            return None
+        return os.path.join(self.directory, f"{incident.id}.md")
+
+    def save(self, incident: Incident) -> bool:
+        """Write the record; False if it could not be (logged). Never raises OSError."""
+        if not self.directory:
+            return False
+        try:
+            self._write(f"{incident.id}.json", json.dumps(incident.to_json(), indent=2) + "\n")
+            self._write(f"{incident.id}.md", incident.to_markdown())
+        except OSError as exc:
+            self._written[incident.id] = False
+            self._log_failure(incident.id, exc)
+            return False
+        self._written[incident.id] = True
+        if self._failing:
+            self._failing = False
+            get_logger().info("incident records written again", extra={"fields": {
+                "incident": incident.id, "dir": self.directory}})
+        return True
+
+    def _log_failure(self, incident_id: str, exc: OSError) -> None:
+        fields = {"incident": incident_id, "dir": self.directory,
+                  "error": exc.strerror or type(exc).__name__}
+        if self._failing:  # said once already; each retry only at debug level
+            get_logger().debug("cannot write incident record", extra={"fields": fields})
+            return
+        self._failing = True
+        get_logger().error("cannot write incident record", extra={"fields": fields})
 
     def _write(self, name: str, text: str) -> None:
+        assert self.directory is not None
+        final = os.path.join(self.directory, name)
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, os.path.join(self.directory, name))
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)  # a full disk fails here or at close: the finally cleans up
+            if name in self._created:
+                os.replace(tmp, final)
+            else:
+                self._create(tmp, final)
+                self._created.add(name)
+        finally:
+            try:
+                os.unlink(tmp)  # after a replace there is nothing left to remove
+            except FileNotFoundError:
+                pass
+
+    @staticmethod
+    def _create(tmp: str, final: str) -> None:
+        """Put ``tmp`` at ``final`` only if nothing is there: another incident's record (same
+        id, another process) is never overwritten."""
+        try:
+            os.link(tmp, final)  # atomic, and fails with EEXIST
+        except OSError as exc:
+            if exc.errno == errno.EEXIST:
+                raise OSError(errno.EEXIST, "another incident's record has this name") from None
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            # a file system without hard links: claim the name, then fill it atomically
+            os.close(os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            os.replace(tmp, final)
+
+    def reconcile(self, now: float) -> list[Incident]:
+        """At start: close every record still ``open`` as ``abandoned`` (its owner stopped before
+        it ended, and nothing else would ever close it), and save it again. Returns them.
+        A file that is not a record of ours is left alone."""
+        if not self.directory:
+            return []
+        log = get_logger()
+        abandoned = []
+        for entry in sorted(os.listdir(self.directory)):
+            if not entry.endswith(".json") or entry.startswith("."):
+                continue
+            try:
+                with open(os.path.join(self.directory, entry), "rb") as handle:
+                    data = json.loads(handle.read(MAX_RECORD_BYTES))
+                if not isinstance(data, dict) or data.get("status") != OPEN:
+                    continue
+                incident = Incident.from_json(data)
+                if f"{incident.id}.json" != entry:
+                    continue
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("not an incident record, left alone", extra={"fields": {
+                    "file": entry, "error": getattr(exc, "strerror", None) or type(exc).__name__}})
+                continue
+            incident.status = ABANDONED
+            incident.resolution = ABANDONED_RESOLUTION
+            incident.note(now, "incident abandoned at restart: the sidecar that owned it stopped "
+                               "while it was open")
+            self._created.update({f"{incident.id}.json", f"{incident.id}.md"})  # ours to replace
+            if self.save(incident):
+                log.warning("incident abandoned at restart", extra={"fields": {
+                    "incident": incident.id, "record": self.path(incident)}})
+                abandoned.append(incident)
+        return abandoned

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 import yaml
 
 from .config import (PLAIN_NETLOC, ConfigError, ProbeConfig, is_plain_ascii, parse_duration,
-                     parse_http_url, read_secret_file)
+                     parse_http_url, read_regular_file, read_secret_file)
 from . import urls
 from .logs import get_logger
 from .transport import check_ca_file
@@ -175,14 +175,15 @@ def parse_modules(text: str, *, source: str = "config.file",
 
 def load_modules(path: str, *, environ: Mapping[str, str] | None = None) -> Modules:
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read(MAX_FILE_BYTES + 1)
+        data = read_regular_file(path, MAX_FILE_BYTES)  # no device, no FIFO, a bounded read
+        if len(data) > MAX_FILE_BYTES:
+            raise ConfigError(f"config.file {path}: larger than {MAX_FILE_BYTES >> 20} MiB; for "
+                              "large fleets use allowed_target_patterns rather than listing "
+                              "targets")
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise ConfigError(f"config.file: cannot read {path!r}: {reason}") from None
-    if len(text) > MAX_FILE_BYTES:
-        raise ConfigError(f"config.file {path}: larger than {MAX_FILE_BYTES >> 20} MiB; for "
-                          "large fleets use allowed_target_patterns rather than listing targets")
     return parse_modules(text, source=f"config.file {path}", environ=environ,
                          base_dir=os.path.dirname(os.path.abspath(path)))
 

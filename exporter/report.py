@@ -73,7 +73,7 @@ def recovery_json(incident, record: str | None) -> dict:
     }
 
 
-def render_recovery(incident, incident_dir: str | None) -> str:
+def render_recovery(incident, incident_dir: str | None, record: str | None = None) -> str:
     """What ``once --recover`` did, in a few lines; links redacted."""
     lines = []
     if not incident.attempts:
@@ -88,8 +88,10 @@ def render_recovery(incident, incident_dir: str | None) -> str:
                      f"time to recover {incident.duration:.1f}s")
     else:
         lines.append("recovery: NOT resolved, a human must look (docs/runbook.md)")
-    if incident_dir:
-        lines.append(f"incident record: {incident_dir}/{incident.id}.md")
+    if record:
+        lines.append(f"incident record: {record}")
+    elif incident_dir:
+        lines.append(f"incident record: NOT written in {incident_dir} (see the error above)")
     return "\n".join(lines)
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import random
 import threading
+import time
 from typing import Callable, Iterable, Sequence
 
 from prometheus_client import (CollectorRegistry, GCCollector, Gauge, PlatformCollector,
@@ -165,8 +166,9 @@ def start_sidecar(config: ProbeConfig, options: SidecarOptions, listen: tuple[st
                   listener: Callable[[str, dict], None] | None = None) -> SidecarProcess:
     registry = process_registry()
     policy = LinkPolicy.default(config.factory_url, list(allow_hosts))
-    engine = Sidecar(config, policy, options, RecoveryMetrics(registry),
-                     store or IncidentStore(None), listener=listener)
+    store = store or IncidentStore(None)
+    store.reconcile(time.time())  # records a previous run left open: closed as abandoned
+    engine = Sidecar(config, policy, options, RecoveryMetrics(registry), store, listener=listener)
     server = sidecar_server(*listen, registry, engine, webhook_token, Deduper()).start()
     if exporter_url:
         ExporterFeed(exporter_url, engine.submit_report, token=handoff_token, stop=stop,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import datetime
 import logging
 import os
 import queue
@@ -22,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from .clock import Clock, SystemClock
 from .config import ProbeConfig
 from .handoff import ProbeReport
-from .incident import Incident, IncidentStore, observed_chaos
+from .incident import Incident, IncidentStore, new_incident_id, observed_chaos
 from .journey import run_journey
 from .logs import get_logger
 from . import urls
@@ -109,7 +108,6 @@ class Sidecar:
         self._last_call: float | None = None
         self._calls_last_hour: collections.deque[float] = collections.deque()
         self._ignore_before = 0.0
-        self._incident_seq = 0
         self._notes_once: set[tuple[str, str]] = set()
         self._last_confirm: float | None = None  # the alert trigger's last confirming order
         self.dropped = 0  # events refused because the queue was full
@@ -221,6 +219,7 @@ class Sidecar:
             return
         self._last_confirm = mono
         incident.note(now, "no fresh chaos link known: the sidecar places a synthetic order")
+        self._save(incident)  # on disk before the journey: a crash in it leaves a record
         result = self.journey(self.probe_config)
         self._on_report(ProbeReport.from_result(result), source="sidecar")
         self._save(incident)
@@ -341,13 +340,12 @@ class Sidecar:
 
     def _open(self, detected_by: str, first_failure_at: float | None) -> Incident:
         now = self.clock.time()
-        self._incident_seq += 1
-        stamp = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        incident = Incident(id=f"incident-{stamp}-{self._incident_seq}", opened_at=now,
+        incident = Incident(id=new_incident_id(now), opened_at=now,
                             detected_by=detected_by, first_failure_at=first_failure_at)
         if first_failure_at is not None:
             incident.note(first_failure_at, "first failed synthetic order")
         incident.note(now, f"incident opened (detected by the {detected_by})")
+        self._save(incident)  # written when it opens, before any action
         with self._lock:
             self.incident = incident
         self._link = None
@@ -389,11 +387,7 @@ class Sidecar:
             self.listener(event, fields)
 
     def _save(self, incident: Incident) -> None:
-        try:
-            self.store.save(incident)
-        except OSError as exc:
-            self.log.error("cannot write incident record", extra={"fields": {
-                "incident": incident.id, "error": exc.strerror or type(exc).__name__}})
+        self.store.save(incident)  # never raises; a failure is logged once while it lasts
 
     def _known_secrets(self) -> list[str]:
         secrets = [self.probe_config.password]
