@@ -236,7 +236,7 @@ class Sidecar:
 
     def _kill_switch_on(self) -> bool:
         path = self.options.kill_switch_file
-        return bool(path) and os.path.exists(path)
+        return path is not None and path != "" and os.path.exists(path)
 
     def _update_enabled(self) -> None:
         self.metrics.enabled.set(0 if self.options.dry_run or self._kill_switch_on() else 1)
