@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: test demo tools install clean k8s-rules
+.PHONY: test lint demo tools install clean k8s-rules
 
 install: $(STAMP)
 
@@ -37,7 +37,12 @@ tools:
 	  exit $$status; \
 	fi
 
-test: install tools
+# ruff and mypy gate exporter/ (settings in pyproject.toml); the suite runs after them.
+lint: install
+	$(BIN)/ruff check exporter
+	$(BIN)/mypy
+
+test: install tools lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: install

@@ -32,8 +32,14 @@ from .recovery import LinkPolicy, parse_allow_entry
 from .report import recovery_json, render_json, render_recovery, render_text
 from .runtime import start_exporter, start_sidecar, wait_for
 from .sidecar import RecoveryMetrics, Sidecar, SidecarOptions
-from .simulator import (CHAOS_MODES, FRANCHISE_SHAPES, LINK_FORMS, LINK_KEYS, Simulator,
-                        SimulatorOptions)
+from .simulator import (
+    CHAOS_MODES,
+    FRANCHISE_SHAPES,
+    LINK_FORMS,
+    LINK_KEYS,
+    Simulator,
+    SimulatorOptions,
+)
 from .transport import check_ca_file, check_environment
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

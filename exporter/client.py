@@ -42,7 +42,7 @@ class PizzaClient:
     def close(self) -> None:
         self.session.close()
 
-    def __enter__(self) -> "PizzaClient":
+    def __enter__(self) -> PizzaClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

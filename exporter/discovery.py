@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from .clock import Clock, SystemClock
 from .config import PUBLIC_FACTORY_URL, ConfigError, ProbeConfig

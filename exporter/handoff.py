@@ -15,7 +15,8 @@ import ipaddress
 import json
 import math
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import requests
 
@@ -45,7 +46,7 @@ class ProbeReport:
 
     @classmethod
     def from_result(cls, result: JourneyResult, seq: int = 0,
-                    first_failure_at: float | None = None) -> "ProbeReport":
+                    first_failure_at: float | None = None) -> ProbeReport:
         return cls(seq, result.success, result.started_at, result.failed_step, result.reason,
                    result.detail, result.chaos_link,
                    None if result.success else (first_failure_at or result.started_at),
@@ -62,7 +63,7 @@ class ProbeReport:
         }
 
     @classmethod
-    def from_json(cls, data: Any) -> "ProbeReport":
+    def from_json(cls, data: Any) -> ProbeReport:
         """The exporter's answer, every field checked; anything else raises ValueError only."""
         if not isinstance(data, dict):
             raise ValueError("hand-off answer is not a JSON object")

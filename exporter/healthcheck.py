@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 DEFAULT_URL = "http://127.0.0.1:9816/healthz"
 PATHS = {"serve": "/healthz", "sidecar": "/healthz", "demo": "/healthz", "simulate": "/"}
@@ -74,7 +74,7 @@ def read_process(pid: int, proc: str = "/proc") -> tuple[list[str], dict[str, st
 
 def _children_of_init(proc: str) -> list[int]:
     try:
-        names = sorted((int(name) for name in os.listdir(proc) if name.isdigit()))[:MAX_PROCESSES]
+        names = sorted(int(name) for name in os.listdir(proc) if name.isdigit())[:MAX_PROCESSES]
     except OSError:
         return []
     children = []

@@ -18,7 +18,7 @@ from .logs import get_logger
 def utc(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def parse_utc(text: str | None) -> float | None:
@@ -31,7 +31,7 @@ def parse_utc(text: str | None) -> float | None:
 def new_incident_id(now: float) -> str:
     """``incident-<UTC second>-<8 random hex digits>``: unique across processes and restarts
     (two processes opening an incident in the same second do not share an id)."""
-    stamp = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.datetime.fromtimestamp(now, datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"incident-{stamp}-{secrets.token_hex(4)}"
 
 
@@ -124,7 +124,7 @@ class Incident:
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> "Incident":
+    def from_json(cls, data: dict) -> Incident:
         """An incident from its JSON record (times to the second, as written). Raises
         ValueError, KeyError or TypeError if the record is not one of ours."""
         fields = {f.name for f in dataclasses.fields(cls)}
@@ -150,8 +150,10 @@ class Incident:
             + (f", {self.resolution}." if self.resolution else "."),
             "",
             "## Detection",
-            f"Detected by the {'synthetic order probe' if self.detected_by == 'probe' else 'alert PizzaSyntheticOrderFailing'}"
-            f" at {utc(self.opened_at)}."
+            "Detected by the "
+            + ("synthetic order probe" if self.detected_by == "probe"
+               else "alert PizzaSyntheticOrderFailing")
+            + f" at {utc(self.opened_at)}."
             + (f" The alert fired at {utc(self.alert_fired_at)}." if self.alert_fired_at else ""),
             "",
             "## Impact",

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import requests
 

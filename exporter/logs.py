@@ -44,7 +44,7 @@ class _Formatter(logging.Formatter):
         return value
 
     def format(self, record: logging.LogRecord) -> str:
-        ts = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+        ts = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
         fields = {
             "ts": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname.lower(),

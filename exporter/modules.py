@@ -14,13 +14,22 @@ import os
 import re
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import yaml
 
-from .config import (PLAIN_NETLOC, ConfigError, ProbeConfig, is_plain_ascii, parse_duration,
-                     parse_http_url, read_regular_file, read_secret_file)
 from . import urls
+from .config import (
+    PLAIN_NETLOC,
+    ConfigError,
+    ProbeConfig,
+    is_plain_ascii,
+    parse_duration,
+    parse_http_url,
+    read_regular_file,
+    read_secret_file,
+)
 from .logs import get_logger
 from .transport import check_ca_file
 
@@ -134,7 +143,7 @@ def parse_modules(text: str, *, source: str = "config.file",
     A relative ``password_file`` is read from ``base_dir`` (the file's own directory)."""
     environ = os.environ if environ is None else environ
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
+        data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

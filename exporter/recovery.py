@@ -66,7 +66,7 @@ class LinkPolicy:
 
     @classmethod
     def default(cls, factory_url: str | None,
-                extra: list[str] | tuple[str, ...] = ()) -> "LinkPolicy":
+                extra: list[str] | tuple[str, ...] = ()) -> LinkPolicy:
         """The public factory hosts, the configured factory's host and ``extra``. A factory the
         service names at ``GET /api/docs`` is not added: an answer never widens the list."""
         return cls([*DEFAULT_ALLOWED_HOSTS, *([factory_url] if factory_url else []), *extra])

@@ -8,7 +8,7 @@ log line, a metric, an exception or an HTTP answer goes through :func:`redact_ur
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import parse_qsl, urlsplit
 
 MASK = "***"

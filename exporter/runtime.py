@@ -7,10 +7,15 @@ import functools
 import random
 import threading
 import time
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from prometheus_client import (CollectorRegistry, GCCollector, Gauge, PlatformCollector,
-                               ProcessCollector)
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from .alertmanager import Deduper
 from .config import ConfigError, ProbeConfig

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import random
 import threading
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from .clock import Clock, SystemClock
 from .logs import get_logger
+from .redact import scrub
 from .result import JourneyResult
 
 Observer = Callable[[JourneyResult], None]
@@ -49,15 +50,17 @@ class ProbeLoop:
         log = get_logger()
         try:
             result = self.run_journey()
-        except Exception as exc:  # a bug of ours, not a failing target: keep probing
-            log.error("journey crashed", extra={"fields": {"error": type(exc).__name__}})
+        except Exception as exc:  # noqa: BLE001 (a bug of ours, not a failing target: keep probing)
+            log.error("journey crashed", extra={"fields": {"error": type(exc).__name__,
+                                                           "detail": scrub(str(exc))}})
             return None
         self.journeys += 1
         for observer in self.observers:
             try:
                 observer(result)
-            except Exception as exc:
-                log.error("observer failed", extra={"fields": {"error": type(exc).__name__}})
+            except Exception as exc:  # noqa: BLE001 (one observer's bug must not stop the rest)
+                log.error("observer failed", extra={"fields": {"error": type(exc).__name__,
+                                                               "detail": scrub(str(exc))}})
         return result
 
     def run_forever(self, max_journeys: int | None = None) -> None:

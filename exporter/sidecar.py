@@ -14,17 +14,17 @@ import logging
 import os
 import queue
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from . import urls
 from .clock import Clock, SystemClock
 from .config import ProbeConfig
 from .handoff import ProbeReport
 from .incident import Incident, IncidentStore, new_incident_id, observed_chaos
 from .journey import run_journey
 from .logs import get_logger
-from . import urls
 from .recovery import RESULTS, LinkOutcome, LinkPolicy, call_link
 from .redact import RecoveryLink, scrub, secret_parts
 from .result import JourneyResult
@@ -151,7 +151,7 @@ class Sidecar:
                     self._on_alert(payload)
             self._update_enabled()
             self._maybe_act()
-        except Exception as exc:  # keep the sidecar alive; a bug of ours must not stop it
+        except Exception as exc:  # noqa: BLE001 (a bug of ours must not stop the sidecar)
             self.log.error("sidecar step failed", extra={"fields": {
                 "error": type(exc).__name__, "detail": scrub(str(exc), self._known_secrets())}})
 

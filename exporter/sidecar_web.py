@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import html
 import hmac
+import html
 import json
 
 from prometheus_client import CollectorRegistry
@@ -63,13 +63,13 @@ def make_handler(registry: CollectorRegistry, sidecar: Sidecar, token: str | Non
         def _json(self, status: int, body: dict, headers: dict | None = None) -> None:
             self.send_body(status, json.dumps(body).encode(), "application/json", headers)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             self.send_standard_page(path, registry, lambda: _status_page(sidecar))
 
         do_HEAD = do_GET
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             if self.path.split("?", 1)[0] != "/alertmanager":
                 self.close_connection = True
                 self._json(404, {"error": "not found"}, {"Connection": "close"})

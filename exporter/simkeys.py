@@ -119,7 +119,7 @@ class JwtSigner:
 def make_tls_files(directory: str, host: str) -> tuple[str, str, str]:
     """A private CA and a certificate it signed for ``host`` (and localhost, 127.0.0.1), written
     as ``ca.pem``, ``factory.pem`` and ``factory-key.pem`` in ``directory``: (ca, cert, key)."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pizza-probe simulator CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)

@@ -22,7 +22,8 @@ import ssl
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .httpserver import BackgroundServer, MultiServer, QuietHandler
@@ -297,7 +298,7 @@ Route = tuple[str, "re.Pattern[str]", Callable[..., Any]]
 
 def _express_headers(data: bytes) -> dict[str, str]:
     """What the real service's Express app adds to every answer: CORS, a weak ETag, keep-alive."""
-    digest = hashlib.sha1(data).digest()  # noqa: S324 (Express's etag, not a security use)
+    digest = hashlib.sha1(data).digest()
     tag = base64.b64encode(digest).decode()[:27]
     return {"X-Powered-By": "Express", "Access-Control-Allow-Origin": "*",
             "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE",
@@ -307,7 +308,7 @@ def _express_headers(data: bytes) -> dict[str, str]:
             "Keep-Alive": "timeout=5"}
 
 
-def _make_handler(routes: list[Route], counter: "collections.Counter | None" = None,
+def _make_handler(routes: list[Route], counter: collections.Counter | None = None,
                   delay: float = 0.0, *, express: bool = False,
                   bad_json: tuple[int, bool] = (400, True)):
     """``express``: add the real service's headers. ``bad_json``: the status of a body that is
@@ -332,7 +333,8 @@ def _make_handler(routes: list[Route], counter: "collections.Counter | None" = N
             return self.rfile.read(size) if size else b""
 
         def _read_chunked(self) -> bytes:
-            chunks, total = [], 0
+            chunks: list[bytes] = []
+            total = 0
             while True:
                 line = self.rfile.readline(64)
                 try:
@@ -377,12 +379,12 @@ def _make_handler(routes: list[Route], counter: "collections.Counter | None" = N
                 raise HttpError(404, "unknown endpoint", stack=False)
             except HttpError as exc:
                 self._answer(exc.status, exc.body)
-            except Exception as exc:  # a simulator bug: still the service's shape, no traceback
+            except Exception as exc:  # noqa: BLE001 (a simulator bug: the service's shape, no traceback)
                 self._answer(500, HttpError(500, type(exc).__name__).body)
 
         do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = do_OPTIONS = _dispatch
 
-        def do_HEAD(self) -> None:  # noqa: N802  (send_body writes no body for HEAD)
+        def do_HEAD(self) -> None:
             self.command = "GET"
             self._dispatch()
             self.command = "HEAD"
@@ -417,7 +419,7 @@ class Simulator:
 
     def start(self, listen: tuple[str, int] = ("127.0.0.1", 3000),
               factory_listen: tuple[str, int] = ("127.0.0.1", 3001),
-              also_listen: Sequence[tuple[str, int]] = ()) -> "Simulator":
+              also_listen: Sequence[tuple[str, int]] = ()) -> Simulator:
         """Listen and serve. ``also_listen``: more addresses of the same shop (one thread for
         all of them), so one simulator can stand in for a fleet of targets."""
         delay = self.options.delay

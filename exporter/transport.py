@@ -21,7 +21,7 @@ import socket
 import ssl
 import threading
 import weakref
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -158,12 +158,11 @@ class _TrackingAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
         tracker = self.tracker
 
-        def tracked(base):
-            class Tracked(base):
-                def connect(self) -> None:
-                    super().connect()
-                    tracker.add(self.sock)
-            return Tracked
+        def tracked(base: type[HTTPConnection]) -> type[HTTPConnection]:
+            def connect(self) -> None:
+                base.connect(self)
+                tracker.add(self.sock)
+            return type(f"Tracked{base.__name__}", (base,), {"connect": connect})
 
         self.poolmanager.pool_classes_by_scheme = {
             "http": type("Pool", (HTTPConnectionPool,), {"ConnectionCls": tracked(HTTPConnection)}),

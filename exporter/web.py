@@ -9,7 +9,7 @@ import datetime
 import html
 import json
 import threading
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry
@@ -22,6 +22,7 @@ from .handoff import HANDOFF_PATH, LatestJourney, handoff_allowed
 from .httpserver import BackgroundServer, QuietHandler
 from .logs import get_logger
 from .metrics import journey_registry
+from .redact import scrub
 from .report import render_probe_debug
 from .result import JourneyResult
 
@@ -58,7 +59,7 @@ class History:
 def _status_page(history: History | None, fleet: bool) -> bytes:
     rows = []
     for target, module, result in history.entries() if history else []:
-        when = datetime.datetime.fromtimestamp(result.started_at, datetime.timezone.utc)
+        when = datetime.datetime.fromtimestamp(result.started_at, datetime.UTC)
         outcome = "success" if result.success else f"failure at {result.failed_step}: {result.reason}"
         link = result.chaos_link.redacted if result.chaos_link else ""
         cells = [html.escape(str(cell)) for cell in (
@@ -150,8 +151,9 @@ def make_handler(registry: CollectorRegistry, history: History | None = None,
                 get_logger().debug("probe refused", extra={"fields": {"why": exc.message}})
                 self.send_body(exc.status, f"{exc.message}\n".encode(), text)
                 return
-            except Exception as exc:  # a bug of ours: one line in the log, a 500, no traceback
-                get_logger().error("probe crashed", extra={"fields": {"error": type(exc).__name__}})
+            except Exception as exc:  # noqa: BLE001 (a bug of ours: one log line and a 500)
+                get_logger().error("probe crashed", extra={"fields": {
+                    "error": type(exc).__name__, "detail": scrub(str(exc))}})
                 self.send_body(500, b"internal error; see the exporter's log\n", text)
                 return
             probe_registry = journey_registry(answer.result, answer.age)
@@ -162,7 +164,7 @@ def make_handler(registry: CollectorRegistry, history: History | None = None,
                 encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
                 self.send_body(200, encoder(probe_registry), content_type)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             parts = urlsplit(self.path)
             path = parts.path
             if path == HANDOFF_PATH:
@@ -175,13 +177,13 @@ def make_handler(registry: CollectorRegistry, history: History | None = None,
                 self.send_standard_page(path, registry,
                                         lambda: _status_page(history, fleet is not None))
 
-        def do_HEAD(self) -> None:  # noqa: N802
+        def do_HEAD(self) -> None:
             if urlsplit(self.path).path == PROBE_PATH:
                 self._not_allowed("GET")  # a link checker's HEAD must not place an order
             else:
                 self.do_GET()
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             path = urlsplit(self.path).path
             if path != RELOAD_PATH:
                 self._not_allowed("GET" if path == PROBE_PATH and fleet is not None
