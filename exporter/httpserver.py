@@ -6,7 +6,7 @@ request's head without blocking, and hands a connection with a complete head to 
 of workers. A worker answers that one request (the stdlib's ``handle_one_request``) and gives a
 keep-alive connection back, with any bytes already read past the request. Connections idle for
 longer than ``idle_timeout`` are closed, and at ``max_connections`` the one idle the longest
-makes room for a new one. A few workers are reserved for the quick pages (``quick_paths``:
+makes room for a new one (if none is idle, the request queued last gets a 503). A few workers are reserved for the quick pages (``quick_paths``:
 ``/metrics``, ``/healthz``, ``/``), so long polls and journeys cannot starve a scrape."""
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ _READ_SIZE = 65536
 _ACCEPT_BATCH = 256  # accepts per listener per turn, so a flood cannot starve the rest
 _WORKER_IDLE_EXIT = 10.0  # a worker with nothing to do for this long ends
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_OVERLOADED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+               b"Content-Length: 18\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+               b"server overloaded\n")
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
@@ -178,6 +181,11 @@ class _Pool:
         threading.Thread(target=self._work, args=(worker,), daemon=True,
                          name=f"{self._name}-worker-{number}").start()
         return True
+
+    def shed(self) -> _Conn | None:
+        """The connection queued last for a general worker, taken off the queue."""
+        with self._lock:
+            return self._queue[False].pop() if self._queue[False] else None
 
     def _next(self, worker: "_Worker") -> _Conn | None:
         if self._queue[True]:
@@ -331,7 +339,7 @@ class _Engine:
                 return
             except OSError as exc:
                 if exc.errno in _OUT_OF_FDS:
-                    if self._evict_oldest():
+                    if self._make_room():
                         continue
                     self._pause(server)  # else the listener stays readable: a busy loop
                     return
@@ -339,7 +347,7 @@ class _Engine:
             now = time.monotonic()
             with self._lock:
                 full = self._open >= self.max_connections
-            if full and not self._evict_oldest():
+            if full and not self._make_room():
                 _close_socket(sock)  # every connection is busy: refuse this one
                 continue
             with self._lock:
@@ -357,10 +365,20 @@ class _Engine:
                 del self._paused[server]
                 self._selector.register(server.socket, selectors.EVENT_READ, server)
 
-    def _evict_oldest(self) -> bool:
-        if not self._idle:
+    def _make_room(self) -> bool:
+        """Close the connection idle the longest or, if none is idle, refuse the request that
+        came last of those waiting for a worker (a new connection may be a quick page)."""
+        if self._idle:
+            self._close(next(iter(self._idle)))
+            return True
+        conn = self.pool.shed()
+        if conn is None:
             return False
-        self._close(next(iter(self._idle)))
+        try:  # the socket is non-blocking and its buffer empty: this fits, or is dropped
+            conn.sock.send(_OVERLOADED)
+        except OSError:
+            pass
+        self._shut(conn)
         return True
 
     def _read(self, conn: _Conn, now: float) -> None:

@@ -251,6 +251,32 @@ def test_long_requests_on_every_worker_do_not_starve_metrics():
         server.stop()
 
 
+def test_a_server_full_of_waiting_requests_sheds_one_for_a_health_check():
+    _Slow.release.clear()
+    _Slow.started = 0
+    server = BackgroundServer("127.0.0.1", 0, _Slow, workers=1, reserved_workers=1,
+                              max_connections=4).start()
+    answers: list[int] = []
+    threads = [threading.Thread(target=lambda: answers.append(
+        requests.get(server.url("/slow"), timeout=30).status_code), daemon=True)
+        for _ in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        poll(lambda: _Slow.started == 1 and server.engine.open_connections == 4,
+             what="one long request on the one worker, three waiting: four connections")
+        # no connection is idle: the request queued last is refused with a 503 to make room
+        assert _timed_get(server.url("/healthz")) < 1.0
+        poll(lambda: answers == [503], what="one waiting request refused")
+        _Slow.release.set()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert sorted(answers) == [200, 200, 200, 503]
+    finally:
+        _Slow.release.set()
+        server.stop()
+
+
 class _Echo(QuietHandler):
     def do_POST(self) -> None:  # noqa: N802
         body = self.rfile.read(int(self.headers["Content-Length"]))
