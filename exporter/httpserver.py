@@ -178,8 +178,13 @@ class _Pool:
             else:
                 self._queue[quick].append(conn)
                 return True
-        threading.Thread(target=self._work, args=(worker,), daemon=True,
-                         name=f"{self._name}-worker-{number}").start()
+        try:
+            threading.Thread(target=self._work, args=(worker,), daemon=True,
+                             name=f"{self._name}-worker-{number}").start()
+        except RuntimeError:  # out of threads: the workers there are will take it
+            with self._lock:
+                self._count[worker.kind] -= 1
+                self._queue[quick].append(conn)
         return True
 
     def shed(self) -> _Conn | None:
