@@ -337,3 +337,27 @@ def test_stop_is_quick_with_idle_and_busy_connections(sockets):
             requests.get(server.url("/healthz"), timeout=2)
     finally:
         _Slow.release.set()
+
+
+def test_tls_connections_idle_or_stalled_in_the_handshake_hold_no_worker(sockets):
+    from exporter.simulator import Simulator, SimulatorOptions
+
+    sim = Simulator(SimulatorOptions(factory_tls=True)).start(("127.0.0.1", 0), ("127.0.0.1", 0))
+    try:
+        port = int(sim.factory_url.rsplit(":", 1)[1])
+        base = threading.active_count()
+        for _ in range(100):  # connected, never a byte of the handshake
+            sockets.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        for _ in range(100):  # half a ClientHello: the handshake can only wait
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+            sockets.append(sock)
+        session = requests.Session()
+        for _ in range(3):  # keep-alive over TLS across the hand-offs
+            started = time.monotonic()
+            answer = session.get(sim.factory_url + "/api/vendor", timeout=5, verify=sim.ca_file)
+            assert time.monotonic() - started < 1.0
+            assert answer.status_code < 500, answer.text
+        assert threading.active_count() - base <= THREAD_GROWTH_BOUND
+    finally:
+        sim.stop()
