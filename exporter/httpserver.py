@@ -22,8 +22,9 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler
-from typing import Callable, Sequence
+from typing import cast
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -99,8 +100,8 @@ class _Feed(io.RawIOBase):
 class _Conn:
     """One client connection: waiting in the dispatcher or being answered by a worker."""
 
-    __slots__ = ("sock", "addr", "server", "pending", "scanned", "last", "head_started",
-                 "handler", "feed", "registered")
+    __slots__ = ("addr", "feed", "handler", "head_started", "last", "pending", "registered",
+                 "scanned", "server", "sock")
 
     def __init__(self, sock: socket.socket, addr, server: _Server, now: float) -> None:
         self.sock = sock
@@ -192,14 +193,14 @@ class _Pool:
         with self._lock:
             return self._queue[False].pop() if self._queue[False] else None
 
-    def _next(self, worker: "_Worker") -> _Conn | None:
+    def _next(self, worker: _Worker) -> _Conn | None:
         if self._queue[True]:
             return self._queue[True].popleft()
         if worker.kind == "general" and self._queue[False]:
             return self._queue[False].popleft()
         return None
 
-    def _work(self, worker: "_Worker") -> None:
+    def _work(self, worker: _Worker) -> None:
         conn = worker.conn
         while conn is not None:  # ends when stopped or idle for _WORKER_IDLE_EXIT
             self._run(conn)
@@ -238,7 +239,7 @@ class _Pool:
 
 
 class _Worker:
-    __slots__ = ("kind", "conn", "event")
+    __slots__ = ("conn", "event", "kind")
 
     def __init__(self, kind: str, conn: _Conn | None) -> None:
         self.kind = kind
@@ -519,7 +520,7 @@ class _Engine:
     def _new_handler(self, conn: _Conn) -> tuple[BaseHTTPRequestHandler, _Feed]:
         """The stdlib's handler set up as for a connection of its own, minus its loop: each
         request is one ``handle_one_request`` in whichever worker is free."""
-        cls = conn.server.RequestHandlerClass
+        cls = cast("type[BaseHTTPRequestHandler]", conn.server.RequestHandlerClass)
         handler = cls.__new__(cls)
         handler.request = conn.sock
         handler.client_address = conn.addr
@@ -550,7 +551,7 @@ def _close_socket(sock: socket.socket) -> None:
 
 
 def _bind(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> _Server:
-    server_class = type("Server", (_Server,), {})
+    server_class: type[_Server] = type("Server", (_Server,), {})
     if ":" in host:
         server_class.address_family = socket.AF_INET6
     try:
@@ -581,7 +582,7 @@ class BackgroundServer:
 
     @property
     def host(self) -> str:
-        return self.server.server_address[0]
+        return str(self.server.server_address[0])
 
     def url(self, path: str = "") -> str:
         host = self.host
@@ -591,7 +592,7 @@ class BackgroundServer:
             host = f"[{host}]"
         return f"http://{host}:{self.port}{path}"
 
-    def start(self) -> "BackgroundServer":
+    def start(self) -> BackgroundServer:
         self.engine.start()
         return self
 
@@ -618,7 +619,7 @@ class MultiServer:
                               max_connections=None, workers=workers, reserved_workers=0)
         self.thread = self.engine.thread
 
-    def start(self) -> "MultiServer":
+    def start(self) -> MultiServer:
         if self.servers:
             self.engine.start()
         return self

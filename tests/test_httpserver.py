@@ -16,8 +16,7 @@ import requests
 from prometheus_client import CollectorRegistry
 
 from conftest import poll, target_args
-from exporter.httpserver import (DEFAULT_RESERVED_WORKERS, DEFAULT_WORKERS, BackgroundServer,
-                                 QuietHandler)
+from exporter.httpserver import BackgroundServer, QuietHandler
 from exporter.web import make_handler
 
 # Threads a server may add for 400 idle clients: a dispatcher and the few workers the test's
