@@ -1,26 +1,68 @@
-"""A threaded stdlib HTTP server that runs in the background; shared by the exporter, the
-simulator and (later) the sidecar."""
+"""One HTTP server for the exporter, the sidecar and the simulator.
+
+Idle connections cost a file descriptor, not a thread. One dispatcher thread per server owns the
+listening sockets and every connection that is waiting for its client: it accepts, reads a
+request's head without blocking, and hands a connection with a complete head to a bounded pool
+of workers. A worker answers that one request (the stdlib's ``handle_one_request``) and gives a
+keep-alive connection back, with any bytes already read past the request. Connections idle for
+longer than ``idle_timeout`` are closed, and at ``max_connections`` the one idle the longest
+makes room for a new one (if none is idle, the request queued last gets a 503). A few workers are reserved for the quick pages (``quick_paths``:
+``/metrics``, ``/healthz``, ``/``), so long polls and journeys cannot starve a scrape."""
 
 from __future__ import annotations
 
+import collections
+import errno
+import io
+import resource
 import selectors
 import socket
+import socketserver
 import ssl
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Sequence
+import time
+from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler
+from typing import cast
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from .config import ConfigError
 
+# A keep-alive connection with no request for this long is closed (nginx: 75 s, Go: none).
+DEFAULT_IDLE_TIMEOUT = 30.0
+# Workers for any request; the exporter runs at most 32 /probe journeys at a time.
+DEFAULT_WORKERS = 64
+# More workers that answer only the quick pages, whatever the others are doing.
+DEFAULT_RESERVED_WORKERS = 4
+# A request head not complete at this size goes to a worker, which answers 414 or 431.
+MAX_HEAD_BYTES = 65536 + 1024
+_READ_SIZE = 65536
+_ACCEPT_BATCH = 256  # accepts per listener per turn, so a flood cannot starve the rest
+_WORKER_IDLE_EXIT = 10.0  # a worker with nothing to do for this long ends
+_OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_OVERLOADED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+               b"Content-Length: 18\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+               b"server overloaded\n")
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+
+def default_max_connections() -> int:
+    """Open connections per server: 1000, or a quarter of the file descriptor limit if lower
+    (the process needs the rest for its own requests)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return 1000
+    return min(1000, max(64, soft // 4))
+
+
+class _Server(socketserver.TCPServer):
+    """The listening socket and the stdlib's server interface a handler sees (``server``)."""
+
     allow_reuse_address = True
-    request_queue_size = 128
+    request_queue_size = 1024
 
     def handle_error(self, request, client_address) -> None:
         """A client that went away (or refused our certificate) is normal; anything else is one
@@ -31,22 +73,508 @@ class _Server(ThreadingHTTPServer):
         sys.stderr.write(f"pizza-probe: error handling a request: {type(exc).__name__}\n")
 
 
+class _Feed(io.RawIOBase):
+    """A handler's raw input: the bytes the dispatcher already read, then the socket. Paused,
+    it reads nothing more from the socket, so what is buffered can be taken back."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.sock = sock
+        self.prefix = b""
+        self.paused = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int | None:  # type: ignore[override]
+        if self.prefix:
+            count = min(len(buffer), len(self.prefix))
+            buffer[:count] = self.prefix[:count]
+            self.prefix = self.prefix[count:]
+            return count
+        if self.paused:
+            return None
+        return self.sock.recv_into(buffer)
+
+
+class _Conn:
+    """One client connection: waiting in the dispatcher or being answered by a worker."""
+
+    __slots__ = ("addr", "feed", "handler", "head_started", "last", "pending", "registered",
+                 "scanned", "server", "sock")
+
+    def __init__(self, sock: socket.socket, addr, server: _Server, now: float) -> None:
+        self.sock = sock
+        self.addr = addr
+        self.server = server
+        self.pending = bytearray()  # read, not yet given to the handler
+        self.scanned = 0  # how much of pending is known not to end the head
+        self.last = now  # last sign of life: bytes read, or the previous answer sent
+        self.head_started = now
+        self.handler: BaseHTTPRequestHandler | None = None
+        self.feed: _Feed | None = None
+        self.registered = False
+
+    def head_ready(self) -> bool:
+        """Whether ``pending`` holds a whole request head (or more than a head may be)."""
+        if len(self.pending) >= MAX_HEAD_BYTES:
+            return True
+        start = max(0, self.scanned - 3)
+        self.scanned = len(self.pending)
+        return (self.pending.find(b"\r\n\r\n", start) >= 0
+                or self.pending.find(b"\n\n", start) >= 0)
+
+    def is_quick(self) -> bool:
+        quick = getattr(self.server.RequestHandlerClass, "quick_paths", ())
+        if not quick:
+            return False
+        words = bytes(self.pending[:self.pending.find(b"\n")]).split()
+        return len(words) >= 2 and words[1].split(b"?", 1)[0].decode("latin-1") in quick
+
+
+class _Pool:
+    """Worker threads, started when needed and ended after a while without work: ``general``
+    of them take any request, ``reserved`` more only quick ones. Work that finds every worker
+    busy waits in a queue; quick work is taken first."""
+
+    def __init__(self, name: str, run: Callable[[_Conn], None], general: int,
+                 reserved: int) -> None:
+        if general < 1 or reserved < 0:
+            raise ValueError("a server needs at least one worker")
+        self._name = name
+        self._run = run
+        self._limit = {"general": general, "reserved": reserved}
+        self._count = {"general": 0, "reserved": 0}
+        self._idle: dict[str, list[_Worker]] = {"general": [], "reserved": []}
+        self._queue: dict[bool, collections.deque[_Conn]] = {
+            True: collections.deque(), False: collections.deque()}
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._started = 0
+
+    @property
+    def threads(self) -> int:
+        with self._lock:
+            return self._count["general"] + self._count["reserved"]
+
+    def submit(self, conn: _Conn, quick: bool) -> bool:
+        """Queue ``conn`` for a worker; False once stopped."""
+        kinds = ("reserved", "general") if quick else ("general",)
+        with self._lock:
+            if self._stopped:
+                return False
+            for kind in kinds:
+                if self._idle[kind]:
+                    worker = self._idle[kind].pop()  # the most recently busy: the others end
+                    worker.conn = conn
+                    worker.event.set()
+                    return True
+            for kind in kinds:
+                if self._count[kind] < self._limit[kind]:
+                    self._count[kind] += 1
+                    self._started += 1
+                    worker = _Worker(kind, conn)
+                    number = self._started
+                    break
+            else:
+                self._queue[quick].append(conn)
+                return True
+        try:
+            threading.Thread(target=self._work, args=(worker,), daemon=True,
+                             name=f"{self._name}-worker-{number}").start()
+        except RuntimeError:  # out of threads: the workers there are will take it
+            with self._lock:
+                self._count[worker.kind] -= 1
+                self._queue[quick].append(conn)
+        return True
+
+    def shed(self) -> _Conn | None:
+        """The connection queued last for a general worker, taken off the queue."""
+        with self._lock:
+            return self._queue[False].pop() if self._queue[False] else None
+
+    def _next(self, worker: _Worker) -> _Conn | None:
+        if self._queue[True]:
+            return self._queue[True].popleft()
+        if worker.kind == "general" and self._queue[False]:
+            return self._queue[False].popleft()
+        return None
+
+    def _work(self, worker: _Worker) -> None:
+        conn = worker.conn
+        while conn is not None:  # ends when stopped or idle for _WORKER_IDLE_EXIT
+            self._run(conn)
+            with self._lock:
+                conn = None if self._stopped else self._next(worker)
+                if conn is None:
+                    if self._stopped:
+                        self._count[worker.kind] -= 1
+                        return
+                    worker.conn = None
+                    worker.event.clear()
+                    self._idle[worker.kind].append(worker)
+            if conn is None:
+                worker.event.wait(_WORKER_IDLE_EXIT)
+                with self._lock:
+                    conn, worker.conn = worker.conn, None
+                    if conn is None:  # not given work: nobody can give it any now
+                        if worker in self._idle[worker.kind]:
+                            self._idle[worker.kind].remove(worker)
+                        self._count[worker.kind] -= 1
+                        return
+
+    def stop(self) -> list[_Conn]:
+        """Idle workers end, busy ones after their request; the queued connections are
+        returned, for the caller to close."""
+        with self._lock:
+            self._stopped = True
+            for kind in self._idle:
+                for worker in self._idle[kind]:
+                    worker.event.set()
+                self._idle[kind].clear()
+            queued = list(self._queue[True]) + list(self._queue[False])
+            self._queue[True].clear()
+            self._queue[False].clear()
+        return queued
+
+
+class _Worker:
+    __slots__ = ("conn", "event", "kind")
+
+    def __init__(self, kind: str, conn: _Conn | None) -> None:
+        self.kind = kind
+        self.conn = conn
+        self.event = threading.Event()
+
+
+class _Engine:
+    """The dispatcher thread and the worker pool for one or more listening sockets."""
+
+    def __init__(self, servers: Sequence[_Server], name: str, *, idle_timeout: float,
+                 max_connections: int | None, workers: int, reserved_workers: int) -> None:
+        if not idle_timeout > 0:
+            raise ValueError("the idle timeout must be positive")
+        self.servers = list(servers)
+        self.name = name
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections or default_max_connections()
+        self.pool = _Pool(name, self._serve, workers, reserved_workers)
+        self.thread = threading.Thread(target=self._dispatch_loop, name=name, daemon=True)
+        self._selector: selectors.BaseSelector  # these three made by start()
+        self._wake_r: socket.socket
+        self._wake_w: socket.socket
+        self._idle: collections.OrderedDict[_Conn, None] = collections.OrderedDict()
+        self._returned: collections.deque[tuple[_Conn, bytes]] = collections.deque()
+        self._paused: dict[_Server, float] = {}  # listeners resting after running out of fds
+        self._lock = threading.Lock()  # guards _open, _returned and _closed
+        self._open = 0
+        self._closed = False
+        self._stopping = threading.Event()
+
+    @property
+    def open_connections(self) -> int:
+        with self._lock:
+            return self._open
+
+    # --- the dispatcher thread ------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        for server in self.servers:
+            server.socket.setblocking(False)
+            self._selector.register(server.socket, selectors.EVENT_READ, server)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self.thread.start()
+
+    def _dispatch_loop(self) -> None:
+        try:
+            while not self._stopping.is_set():  # ends at stop()
+                for key, _ in self._selector.select(self._select_timeout()):
+                    self._on_event(key.data)
+                now = time.monotonic()
+                self._take_back(now)
+                self._expire(now)
+                self._resume_listeners(now)
+        finally:
+            self._close_all()
+
+    def _on_event(self, data) -> None:
+        try:
+            if data is None:
+                self._drain_wake()
+            elif isinstance(data, _Server):
+                self._accept(data)
+            else:
+                self._read(data, time.monotonic())
+        except Exception as exc:  # a bug of ours must not end the server: one line
+            sys.stderr.write(f"pizza-probe: error in the HTTP dispatcher: {type(exc).__name__}\n")
+            if isinstance(data, _Conn):
+                self._close(data)
+
+    def _select_timeout(self) -> float:
+        timeout = 1.0
+        if self._idle:
+            oldest = next(iter(self._idle))
+            timeout = min(timeout, oldest.last + self.idle_timeout - time.monotonic())
+        if self._paused:
+            timeout = min(timeout, min(self._paused.values()) - time.monotonic())
+        return max(timeout, 0.005)
+
+    def _drain_wake(self) -> None:
+        for _ in range(64):
+            try:
+                if not self._wake_r.recv(4096):
+                    return
+            except (BlockingIOError, InterruptedError):
+                return
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # full (a wake-up is pending anyway) or closed (stopping)
+            pass
+
+    def _accept(self, server: _Server) -> None:
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                sock, addr = server.socket.accept()
+            except _WOULD_BLOCK:
+                return
+            except OSError as exc:
+                if exc.errno in _OUT_OF_FDS:
+                    if self._make_room():
+                        continue
+                    self._pause(server)  # else the listener stays readable: a busy loop
+                    return
+                continue  # ECONNABORTED and the like: that client is gone
+            now = time.monotonic()
+            with self._lock:
+                full = self._open >= self.max_connections
+            if full and not self._make_room():
+                _close_socket(sock)  # every connection is busy: refuse this one
+                continue
+            with self._lock:
+                self._open += 1
+            sock.setblocking(False)
+            self._read(_Conn(sock, addr, server, now), now)
+
+    def _pause(self, server: _Server) -> None:
+        self._selector.unregister(server.socket)
+        self._paused[server] = time.monotonic() + 0.1
+
+    def _resume_listeners(self, now: float) -> None:
+        for server, until in list(self._paused.items()):
+            if until <= now:
+                del self._paused[server]
+                self._selector.register(server.socket, selectors.EVENT_READ, server)
+
+    def _make_room(self) -> bool:
+        """Close the connection idle the longest or, if none is idle, refuse the request that
+        came last of those waiting for a worker (a new connection may be a quick page)."""
+        if self._idle:
+            self._close(next(iter(self._idle)))
+            return True
+        conn = self.pool.shed()
+        if conn is None:
+            return False
+        try:  # the socket is non-blocking and its buffer empty: this fits, or is dropped
+            conn.sock.send(_OVERLOADED)
+        except OSError:
+            pass
+        self._shut(conn)
+        return True
+
+    def _read(self, conn: _Conn, now: float) -> None:
+        """Read what has arrived: hand a complete head to a worker, wait for more, or close."""
+        for _ in range(64):  # each read adds up to 64 KiB; a head is complete at 65 KiB
+            if conn.pending and conn.head_ready():
+                self._hand_over(conn)
+                return
+            try:
+                data = conn.sock.recv(_READ_SIZE)
+            except _WOULD_BLOCK:
+                break
+            except OSError:  # reset, or a TLS handshake the client gave up: its business
+                self._close(conn)
+                return
+            if not data:
+                self._close(conn)
+                return
+            if not conn.pending:
+                conn.head_started = now
+            conn.pending += data
+            conn.last = now
+        if conn.pending and now - conn.head_started > self.idle_timeout:
+            self._close(conn)  # a head dripped in for longer than a connection may idle
+            return
+        if not conn.registered:
+            self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+            conn.registered = True
+        self._idle[conn] = None
+        self._idle.move_to_end(conn)
+
+    def _hand_over(self, conn: _Conn) -> None:
+        self._unregister(conn)
+        if not self.pool.submit(conn, conn.is_quick()):
+            self._close(conn)
+
+    def _unregister(self, conn: _Conn) -> None:
+        self._idle.pop(conn, None)
+        if conn.registered:
+            self._selector.unregister(conn.sock)
+            conn.registered = False
+
+    def _take_back(self, now: float) -> None:
+        with self._lock:
+            returned = list(self._returned)
+            self._returned.clear()
+        for conn, leftover in returned:
+            conn.pending = bytearray(leftover)
+            conn.scanned = 0
+            conn.last = conn.head_started = now
+            try:
+                conn.sock.setblocking(False)
+            except OSError:
+                self._close(conn)
+                continue
+            self._read(conn, now)  # a pipelined request, or TLS bytes the selector cannot see
+
+    def _expire(self, now: float) -> None:
+        for _ in range(len(self._idle)):
+            oldest = next(iter(self._idle))
+            if oldest.last + self.idle_timeout > now:
+                return
+            self._close(oldest)
+
+    def _close(self, conn: _Conn) -> None:
+        """Close a connection the dispatcher holds."""
+        self._unregister(conn)
+        self._shut(conn)
+
+    def _shut(self, conn: _Conn) -> None:
+        if conn.handler is not None:
+            try:
+                conn.handler.finish()
+            except Exception:  # noqa: S110 (the client is gone; nothing to tell it)
+                pass
+        _close_socket(conn.sock)
+        with self._lock:
+            self._open -= 1
+
+    def _close_all(self) -> None:
+        with self._lock:
+            self._closed = True
+            returned = [conn for conn, _ in self._returned]
+            self._returned.clear()
+        for conn in list(self._idle) + returned + self.pool.stop():
+            self._close(conn)
+        for server in self.servers:
+            if server not in self._paused:
+                try:
+                    self._selector.unregister(server.socket)
+                except (KeyError, ValueError, OSError):
+                    pass
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # --- the workers ----------------------------------------------------------------------------
+
+    def _serve(self, conn: _Conn) -> None:
+        """Answer one request on ``conn``; give a keep-alive connection back to the dispatcher."""
+        leftover = b""
+        try:
+            if conn.handler is None or conn.feed is None:
+                conn.handler, conn.feed = self._new_handler(conn)
+            handler, feed = conn.handler, conn.feed
+            timeout = handler.timeout if handler.timeout is not None else self.idle_timeout
+            conn.sock.settimeout(timeout)  # a stalled client holds a worker this long at most
+            feed.prefix, conn.pending = bytes(conn.pending), bytearray()
+            feed.paused = False
+            handler.close_connection = True
+            handler.handle_one_request()
+            keep = not handler.close_connection
+            if keep:  # take back what was read past this request: the next one's start
+                feed.paused = True
+                pieces = []
+                for _ in range(64):  # a 8 KiB buffer, then a prefix of at most 65 KiB
+                    piece = handler.rfile.read1(_READ_SIZE)
+                    if not piece:
+                        break
+                    pieces.append(piece)
+                leftover = b"".join(pieces)
+        except Exception:
+            conn.server.handle_error(conn.sock, conn.addr)
+            keep = False
+        if keep and not self._stopping.is_set():
+            with self._lock:
+                if not self._closed:
+                    self._returned.append((conn, leftover))
+                    self._wake()
+                    return
+        self._shut(conn)
+
+    def _new_handler(self, conn: _Conn) -> tuple[BaseHTTPRequestHandler, _Feed]:
+        """The stdlib's handler set up as for a connection of its own, minus its loop: each
+        request is one ``handle_one_request`` in whichever worker is free."""
+        cls = cast("type[BaseHTTPRequestHandler]", conn.server.RequestHandlerClass)
+        handler = cls.__new__(cls)
+        handler.request = conn.sock
+        handler.client_address = conn.addr
+        handler.server = conn.server
+        conn.sock.settimeout(self.idle_timeout)
+        handler.setup()
+        handler.rfile.close()  # the socket's own reader is replaced by one with our prefix
+        feed = _Feed(conn.sock)
+        handler.rfile = io.BufferedReader(feed)
+        return handler, feed
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.thread.is_alive():
+            self._wake()
+            self.thread.join(timeout=2)
+
+
+def _close_socket(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_WR)  # as socketserver does: the client sees the end
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+def _bind(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> _Server:
+    server_class: type[_Server] = type("Server", (_Server,), {})
+    if ":" in host:
+        server_class.address_family = socket.AF_INET6
+    try:
+        return server_class((host, port), handler)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 class BackgroundServer:
-    """Binds at construction (so errors surface at once), serves in a daemon thread."""
+    """Binds at construction (so errors surface at once), serves from ``start()`` to
+    ``stop()``: one dispatcher thread, and at most ``workers + reserved_workers`` workers
+    however many clients connect."""
 
     def __init__(self, host: str, port: int, handler: type[BaseHTTPRequestHandler],
-                 *, name: str = "http") -> None:
-        server_class = type("Server", (_Server,), {})
-        if ":" in host:
-            server_class.address_family = socket.AF_INET6
-        try:
-            self.server = server_class((host, port), handler)
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+                 *, name: str = "http", idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+                 max_connections: int | None = None, workers: int = DEFAULT_WORKERS,
+                 reserved_workers: int = DEFAULT_RESERVED_WORKERS) -> None:
+        self.server = _bind(host, port, handler)
         self.name = name
-        # A short poll interval makes stop() quick; the cost is a few idle wake-ups a second.
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), name=name,
-                                       daemon=True)
+        self.engine = _Engine([self.server], name, idle_timeout=idle_timeout,
+                              max_connections=max_connections, workers=workers,
+                              reserved_workers=reserved_workers)
+        self.thread = self.engine.thread
 
     @property
     def port(self) -> int:
@@ -54,7 +582,7 @@ class BackgroundServer:
 
     @property
     def host(self) -> str:
-        return self.server.server_address[0]
+        return str(self.server.server_address[0])
 
     def url(self, path: str = "") -> str:
         host = self.host
@@ -64,52 +592,44 @@ class BackgroundServer:
             host = f"[{host}]"
         return f"http://{host}:{self.port}{path}"
 
-    def start(self) -> "BackgroundServer":
-        self.thread.start()
+    def start(self) -> BackgroundServer:
+        self.engine.start()
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
+        self.engine.stop()
         self.server.server_close()
 
 
 class MultiServer:
-    """Many listening addresses, one handler, one accepting thread: a fleet of targets for
-    tests and benchmarks without a thread per address. Each connection gets its own thread."""
+    """Many listening addresses, one handler, one dispatcher and one pool of workers: a fleet
+    of targets for tests and benchmarks without a thread per address."""
 
     def __init__(self, addresses: Sequence[tuple[str, int]],
-                 handler: type[BaseHTTPRequestHandler], *, name: str = "http-multi") -> None:
+                 handler: type[BaseHTTPRequestHandler], *, name: str = "http-multi",
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT, workers: int = DEFAULT_WORKERS) -> None:
         self.servers: list[_Server] = []
         try:
             for host, port in addresses:
-                self.servers.append(BackgroundServer(host, port, handler, name=name).server)
+                self.servers.append(_bind(host, port, handler))
         except ConfigError:
             self._close()
             raise
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self.engine = _Engine(self.servers, name, idle_timeout=idle_timeout,
+                              max_connections=None, workers=workers, reserved_workers=0)
+        self.thread = self.engine.thread
 
-    def start(self) -> "MultiServer":
+    def start(self) -> MultiServer:
         if self.servers:
-            self.thread.start()
+            self.engine.start()
         return self
-
-    def _serve(self) -> None:
-        with selectors.DefaultSelector() as selector:
-            for server in self.servers:
-                selector.register(server, selectors.EVENT_READ)
-            while not self._stop.is_set():
-                for key, _ in selector.select(0.05):
-                    key.fileobj._handle_request_noblock()
 
     def _close(self) -> None:
         for server in self.servers:
             server.server_close()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self.thread.is_alive():
-            self.thread.join(timeout=2)
+        self.engine.stop()
         self._close()
 
 
@@ -122,6 +642,9 @@ class QuietHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server_version = "pizza-probe"
     sys_version = ""
+    # Paths answered at once (send_standard_page's): the reserved workers answer them too, so
+    # they stay answerable while long polls and journeys hold every other worker.
+    quick_paths: frozenset[str] = frozenset({"/metrics", "/healthz", "/"})
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass

@@ -459,7 +459,7 @@ class Simulator:
         self.ca_file, cert, key = make_tls_files(directory, host)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert, key)
-        # the handshake runs in the connection's own thread, not in the accepting one
+        # the handshake runs later, without blocking, in the server's dispatcher
         server.server.socket = context.wrap_socket(server.server.socket, server_side=True,
                                                    do_handshake_on_connect=False)
         shown = f"[{host}]" if ":" in host else host
