@@ -29,25 +29,34 @@ from requests.utils import get_environ_proxies
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from .config import ConfigError
+from .config import ConfigError, read_regular_file
 
 # Read in this order when no --ca-file is given.
 CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
 
 
+MAX_CA_FILE_BYTES = 16 << 20  # the system bundle is about 200 KiB
+
+
 def check_ca_file(path: str, *, name: str = "ca-file") -> str:
-    """``path`` if it is a readable file of PEM certificates; else a one-line ConfigError."""
+    """``path`` if it is a regular file of PEM certificates; else a one-line ConfigError. A
+    FIFO or a device (``/dev/zero``) is refused at once, never read without end."""
     if not path:
         raise ConfigError(f"{name}: empty path")
-    if os.path.isdir(path):
-        raise ConfigError(f"{name}: {path!r} is a directory; give a file of PEM certificates")
     try:
-        ssl.create_default_context(cafile=path)
+        data = read_regular_file(path, MAX_CA_FILE_BYTES)
     except OSError as exc:
-        if isinstance(exc, ssl.SSLError):
-            raise ConfigError(f"{name}: {path!r} holds no PEM certificate") from None
-        raise ConfigError(f"{name}: cannot read {path!r}: {exc.strerror or type(exc).__name__}") \
-            from None
+        reason = exc.strerror or type(exc).__name__
+        if os.path.isdir(path):
+            reason = "a directory; give a file of PEM certificates"
+        raise ConfigError(f"{name}: cannot read {path!r}: {reason}") from None
+    if len(data) > MAX_CA_FILE_BYTES:
+        raise ConfigError(f"{name}: {path!r} is larger than {MAX_CA_FILE_BYTES >> 20} MiB")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cadata=data.decode("latin-1"))
+    except (ssl.SSLError, ValueError):
+        raise ConfigError(f"{name}: {path!r} holds no PEM certificate") from None
     return path
 
 

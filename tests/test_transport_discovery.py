@@ -183,3 +183,21 @@ def test_the_impact_is_worded_by_the_chaos(mode, says, never):
                         slowest_order_seconds=32.07)
     impact = incident.to_markdown().split("## Impact\n", 1)[1].split("\n\n", 1)[0]
     assert says in impact and never not in impact, impact
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_a_ca_file_that_is_no_regular_file_is_refused_at_once(tmp_path, kind):
+    import os
+
+    path = {"fifo": str(tmp_path / "fifo"), "device": "/dev/zero", "directory": str(tmp_path)}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it for reading would block until a writer comes: never
+    with pytest.raises(ConfigError, match="ca-file: cannot read"):
+        transport.check_ca_file(path)
+
+
+def test_a_real_ca_bundle_is_accepted(tmp_path):
+    from exporter.simkeys import make_tls_files
+
+    ca, _cert, _key = make_tls_files(str(tmp_path), "127.0.0.1")
+    assert transport.check_ca_file(ca) == ca
