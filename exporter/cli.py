@@ -363,6 +363,8 @@ def _reload(modules: ModulesSource, log) -> None:
         modules.reload()
     except ConfigError:
         pass  # logged; the modules in force stay
+    except Exception as exc:  # noqa: BLE001 (a bug of ours must not end serve: the modules stay)
+        log.error("config reload crashed", extra={"fields": {"error": type(exc).__name__}})
 
 
 @cli.command()

@@ -101,7 +101,10 @@ def read_regular_file(path: str, max_bytes: int) -> bytes:
     """At most ``max_bytes + 1`` bytes of ``path``, which must be a regular file: a device
     (``/dev/zero``), a FIFO or a directory raises OSError at once rather than being read without
     end or blocking. The FIFO is opened without blocking, then refused."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except ValueError:  # a NUL byte in the path
+        raise OSError(errno.EINVAL, "not a valid path") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file")

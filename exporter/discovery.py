@@ -45,30 +45,42 @@ class FactoryDirectory:
             collections.OrderedDict()
 
     def choose(self, config: ProbeConfig, ask: Callable[[], str | None]) -> FactoryChoice:
-        """``ask`` is the service's answer to ``GET /api/docs``: a URL, None (it does not say),
-        or a raised StepFailure (it did not answer)."""
+        """``ask`` is the service's answer to ``GET /api/docs``: a URL, None (it does not say:
+        the public factory), or a raised StepFailure (it did not answer, or named junk).
+
+        The public factory is chosen only when the service does not say. When it cannot be
+        asked, the last answer is used again however old; with none, the StepFailure is raised
+        (the verify step fails) rather than sending a private shop's pizza off-site."""
         if config.factory_url is not None:
             return FactoryChoice(config.factory_url, "configured")
         service = config.service_url
         now = self.clock.monotonic()
+        known = self.peek(service)
         with self._lock:
-            known = self._known.get(service)
-        if known is not None and now - known[1] < self.ttl:
-            return known[0]
+            entry = self._known.get(service)
+        if entry is not None and now - entry[1] < self.ttl:
+            return entry[0]
         try:
             choice = _choice(ask())
         except StepFailure as failure:
-            choice = FactoryChoice(PUBLIC_FACTORY_URL, "default",
-                                   f"GET /api/docs failed: {failure.reason}: {failure.detail}")
-            self._tell(service, known[0] if known else None, choice)
-            return choice
+            if known is not None:
+                return dataclasses.replace(known, note=f"GET /api/docs failed ({failure.reason}): "
+                                                       "the last answer is used again")
+            raise StepFailure(failure.reason, "cannot learn the factory: GET /api/docs: "
+                              f"{failure.detail}", status=failure.status) from None
         with self._lock:
             self._known[service] = (choice, now)
             self._known.move_to_end(service)
             while len(self._known) > MAX_SERVICES:
                 self._known.popitem(last=False)
-        self._tell(service, known[0] if known else None, choice)
+        self._tell(service, known, choice)
         return choice
+
+    def peek(self, service_url: str) -> FactoryChoice | None:
+        """The last factory ``service_url`` named, however old; no request."""
+        with self._lock:
+            entry = self._known.get(service_url)
+        return entry[0] if entry is not None else None
 
     @staticmethod
     def _tell(service: str, old: FactoryChoice | None, new: FactoryChoice) -> None:
@@ -87,5 +99,5 @@ def _choice(named: str | None) -> FactoryChoice:
     try:
         return FactoryChoice(normalize_target(named, name="config.factory"), "service")
     except ConfigError:
-        return FactoryChoice(PUBLIC_FACTORY_URL, "default",
-                             "the factory the service names is not a plain http(s) URL")
+        raise StepFailure("bad_response", "the factory the service names at GET /api/docs is "
+                          "not a plain http(s) URL") from None

@@ -59,6 +59,7 @@ class _Entry:
         # False for a timeout under one scrape's budget: a client that asks for 1 ms must not
         # make the next scrapes within min_interval report a healthy shop as failed.
         self.shared = True
+        self.budget: float | None = None  # the scrape budget of the journey in flight
 
 
 class FleetMetrics:
@@ -122,13 +123,14 @@ class ProbeService:
             self.metrics.probes.labels("refused").inc()
             raise
         key = (module, url)
+        beside = False  # a journey of its own beside one in flight that cannot answer for it
         with self._lock:
             self._sweep()
             entry = self._entries.setdefault(key, _Entry())
             now = self.clock.monotonic()
-            if entry.done is not None:
+            if entry.done is not None and _covers(entry.budget, budget):
                 done, outcome = entry.done, "joined"
-            elif (entry.result is not None and entry.shared
+            elif (entry.done is None and entry.result is not None and entry.shared
                   and now - entry.started < module.min_interval):
                 return self._answer(url, module, entry, "cached", now)
             elif not self._slots.acquire(blocking=False):
@@ -136,7 +138,10 @@ class ProbeService:
                 raise ProbeRefused(503, "too many journeys in flight; try again later")
             else:
                 done, outcome = threading.Event(), "journey"
-                entry.done, entry.started = done, now
+                if entry.done is None:
+                    entry.done, entry.started, entry.budget = done, now, budget
+                else:  # the journey in flight has a smaller budget than this scrape allows
+                    beside = True
         if outcome == "joined":
             done.wait(budget)  # no longer than its own scrape allows
             with self._lock:  # its result, or the one before if it is still running
@@ -152,12 +157,18 @@ class ProbeService:
             self.metrics.in_flight.dec()
             self._slots.release()
             with self._lock:  # the result is in place before any waiter wakes
-                entry.done = None
+                if not beside:
+                    entry.done = None
                 if result is not None:
-                    entry.result, entry.finished = result, self.clock.monotonic()
-                    entry.shared = not (budget is not None and result.reason == "timeout")
-                    answer = self._answer(url, module, entry, "journey", entry.finished)
-            done.set()
+                    finished = self.clock.monotonic()
+                    # a timeout under this scrape's budget is its own, never another's answer
+                    shared = not (budget is not None and result.reason == "timeout")
+                    if not beside or shared:
+                        entry.result, entry.finished, entry.shared = result, finished, shared
+                    self.metrics.probes.labels("journey").inc()
+                    answer = ProbeAnswer(url, module, result, "journey", 0.0)
+            if not beside:
+                done.set()
         for observer in self.observers:
             observer(answer)
         return answer
@@ -186,3 +197,11 @@ class ProbeService:
                               if entry.done is None)
             for _, _, key in finished[:excess]:
                 del self._entries[key]
+
+
+def _covers(flight: float | None, wanted: float | None) -> bool:
+    """Whether a journey in flight with budget ``flight`` may answer a scrape that allows
+    ``wanted``: only if it was given at least as long (None: no limit)."""
+    if flight is None:
+        return True
+    return wanted is not None and flight >= wanted

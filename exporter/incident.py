@@ -273,6 +273,29 @@ class IncidentStore:
             os.close(os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
             os.replace(tmp, final)
 
+    def recent_attempts(self, now: float, window: float = 3600.0, files: int = 500) -> list[dict]:
+        """The link attempts of the records written in the last ``window`` seconds (at most the
+        newest ``files`` records): what a restarted sidecar must remember of its limits."""
+        if not self.directory:
+            return []
+        try:
+            entries = [e for e in os.scandir(self.directory)
+                       if e.name.endswith(".json") and not e.name.startswith(".")]
+        except OSError:
+            return []
+        recent = sorted((e for e in entries if now - e.stat().st_mtime <= window),
+                        key=lambda e: e.stat().st_mtime, reverse=True)[:files]
+        attempts: list[dict] = []
+        for entry in recent:
+            try:
+                with open(entry.path, "rb") as handle:
+                    data = json.loads(handle.read(MAX_RECORD_BYTES))
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict) and isinstance(data.get("attempts"), list):
+                attempts += [a for a in data["attempts"] if isinstance(a, dict)]
+        return attempts
+
     def reconcile(self, now: float) -> list[Incident]:
         """At start: close every record still ``open`` as ``abandoned`` (its owner stopped before
         it ended, and nothing else would ever close it), and save it again. Returns them.

@@ -89,8 +89,6 @@ def run_journey(
             client.deadline = end - min(LOGOUT_RESERVE, budget / 4)
         try:
             version = steps.run("health", client.health)
-            if not config.read_only:
-                factory = factories.choose(config, client.docs_factory)
             token = steps.run("login", client.login)
             item = steps.run("menu", lambda: client.cheapest_menu_item(token))
             store = steps.run("franchises", lambda: client.first_store(token))
@@ -103,8 +101,13 @@ def run_journey(
                 raise
             link = answer.link
             order_seconds = steps.results[-1].duration
-            factory_url = factory.url if factory else None
-            steps.run("verify", lambda: client.verify(answer.jwt, factory_url))
+
+            def verify() -> None:
+                nonlocal factory
+                factory = factories.choose(config, client.docs_factory)  # cached, or asked
+                client.verify(answer.jwt, factory.url)
+
+            steps.run("verify", verify)
             if link is not None:
                 _judge_link(steps, order_seconds, config.slow_threshold)
         except (StepFailure, _ReadOnlyDone):
@@ -117,6 +120,8 @@ def run_journey(
             except StepFailure:
                 pass
     duration = clock.monotonic() - started
+    if factory is None and not config.read_only:  # not asked this time: what it said last
+        factory = factories.peek(config.service_url)
     factory_url = factory.url if factory else None
     factory_source = factory.source if factory else None
     if steps.failure is None:

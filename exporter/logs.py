@@ -74,6 +74,16 @@ def get_logger() -> logging.Logger:
     return logging.getLogger(LOGGER_NAME)
 
 
+def redact_also(values, logger: logging.Logger | None = None) -> None:
+    """Add ``values`` (a module's password, read from a modules file) to the secrets every line
+    of ``logger`` is cleaned of. They are only ever added: an old password stays masked."""
+    for handler in (logger or get_logger()).handlers:
+        formatter = handler.formatter
+        if isinstance(formatter, _Formatter):
+            known = set(formatter.secrets) | {v for v in values if v}
+            formatter.secrets = tuple(sorted(known, key=len, reverse=True))
+
+
 def journey_fields(result: JourneyResult) -> dict:
     """The fields of the one log line per journey; the chaos link is redacted."""
     fields: dict = {

@@ -30,7 +30,7 @@ from .config import (
     read_regular_file,
     read_secret_file,
 )
-from .logs import get_logger
+from .logs import get_logger, redact_also
 from .transport import check_ca_file
 
 DEFAULT_MODULE = "default"
@@ -362,8 +362,31 @@ def _backtracking_risk(pattern: str) -> str | None:
                 return problem
         return None
 
+    def flat(items):
+        for op, value in items:
+            if op is c.SUBPATTERN:
+                yield from flat(value[-1])
+            else:
+                yield op, value
+
+    def chain(items) -> str | None:
+        """Three unbounded repetitions in a row that nothing tells apart (``a*a*a*``,
+        ``.*.*.*``): matching fails in polynomial time, minutes on a 512-character target."""
+        length, last = 0, None
+        for op, value in flat(items):
+            if op in (c.MAX_REPEAT, c.MIN_REPEAT) and value[1] == c.MAXREPEAT:
+                length += 1
+                last = value[2][0] if len(value[2]) == 1 else None
+                if length >= 3:
+                    return "three repetitions in a row that can match the same text"
+            elif op is c.LITERAL and length and last is not None \
+                    and matches(last, chr(value)) is False:
+                length = 0
+        return None
+
     try:
-        return walk(parser.parse(pattern), False)
+        parsed = parser.parse(pattern)
+        return walk(parsed, False) or chain(parsed)
     except Exception:  # noqa: BLE001 (re compiled it; a parser change here must not refuse it)
         return None
 
@@ -412,6 +435,7 @@ class ModulesSource:
             modules = load_modules(self.path, environ=self.environ)
             if not modules.modules:
                 raise ConfigError(f"config.file {self.path}: defines no module (modules:)")
+        redact_also(self.secrets(modules))  # no log line shows a module's password
         for name in self.required:
             if name not in modules.modules:
                 raise ConfigError(f"module: no module {name!r} for the scheduled journeys "
@@ -421,6 +445,11 @@ class ModulesSource:
     @property
     def current(self) -> Modules:
         return self._current
+
+    @staticmethod
+    def secrets(modules: Modules) -> list[str]:
+        """The passwords of ``modules``: what no log line or answer may show."""
+        return [module.probe.password for module in modules.modules.values()]
 
     def reload(self) -> None:
         """Read the file again. If it is broken, log why, keep the old modules and raise

@@ -172,8 +172,12 @@ def start_sidecar(config: ProbeConfig, options: SidecarOptions, listen: tuple[st
     registry = process_registry()
     policy = LinkPolicy.default(config.factory_url, list(allow_hosts))
     store = store or IncidentStore(None)
-    store.reconcile(time.time())  # records a previous run left open: closed as abandoned
+    now = time.time()
+    store.reconcile(now)  # records a previous run left open: closed as abandoned
     engine = Sidecar(config, policy, options, RecoveryMetrics(registry), store, listener=listener)
+    # its limits hold across a restart: the hourly calls, the cooldown, the links answered; and
+    # the exporter's last journey, replayed at the first poll, is old news
+    engine.restore(store.recent_attempts(now), ignore_reports_before=now)
     server = sidecar_server(*listen, registry, engine, webhook_token, Deduper()).start()
     if exporter_url:
         ExporterFeed(exporter_url, engine.submit_report, token=handoff_token, stop=stop,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import logging
 import os
 import queue
@@ -30,6 +31,9 @@ from .redact import RecoveryLink, scrub, secret_parts
 from .result import JourneyResult
 
 ALERT_NAME = "PizzaSyntheticOrderFailing"
+# Outcomes after which a link is never called again: the factory answered, or it was refused.
+# Not "error" (it may be retried after the cooldown) nor "dry_run" (nothing was called).
+SPENDING = ("resolved", "no_chaos", "unresolved", "refused")
 RECOVERY_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200, 3600)
 
 
@@ -107,6 +111,10 @@ class Sidecar:
         self._handled_links: set[RecoveryLink] = set()
         self._last_call: float | None = None
         self._calls_last_hour: collections.deque[float] = collections.deque()
+        # Links that got an answer (or a refusal): never called again, in any incident, and
+        # after a restart too (restore()). By a hash of the link, never the link itself.
+        self._spent: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._restored_last_call: float | None = None  # the last call before a restart
         self._ignore_before = 0.0
         self._notes_once: set[tuple[str, str]] = set()
         self._last_confirm: float | None = None  # the alert trigger's last confirming order
@@ -122,7 +130,24 @@ class Sidecar:
     def submit_alert(self, status: str) -> None:
         """Alerts are a trigger, not a work queue: the webhook never waits, and however many
         arrive, at most one confirming order runs per cooldown (see ``_on_alert``)."""
-        self._submit(("alert", status))
+        self._submit(("alert", (status, self.clock.monotonic())))
+
+    def restore(self, attempts: list[dict], *, ignore_reports_before: float) -> None:
+        """At start: the attempts of the records of the last hour (``IncidentStore``), so the
+        hourly limit, the cooldown and "never the same link twice" hold across a restart; and
+        reports of journeys that started before now (the exporter's last one, replayed at the
+        first poll) are old news."""
+        now, mono = self.clock.time(), self.clock.monotonic()
+        self._ignore_before = max(self._ignore_before, ignore_reports_before)
+        for attempt in sorted(attempts, key=lambda a: a.get("at") or 0):
+            at = attempt.get("at")
+            if not isinstance(at, (int, float)) or not 0 <= now - at <= 3600:
+                continue
+            if attempt.get("called"):
+                self._calls_last_hour.append(mono - (now - at))
+                self._restored_last_call = mono - (now - at)
+            if attempt.get("result") in SPENDING and isinstance(attempt.get("link_id"), str):
+                self._spend(attempt["link_id"])
 
     def _submit(self, event: tuple) -> None:
         try:
@@ -173,7 +198,11 @@ class Sidecar:
                             if not incident.link_called_at else "verified by a later good order")
             return
         if report.started_at < self._ignore_before:
-            return  # that journey started before the last verified recovery: old news
+            # that journey started before the last verified recovery, or before this sidecar
+            # started (the exporter's last one, replayed at the first poll): old news
+            self.log.debug("report ignored: its journey started before", extra={"fields": {
+                "started_at": report.started_at, "ignore_before": self._ignore_before}})
+            return
         if incident is None:
             incident = self._open("probe", report.first_failure_at or report.started_at)
         incident.failed_orders += 1
@@ -189,7 +218,8 @@ class Sidecar:
             self._link = (report.link, self.clock.monotonic())
         self._save(incident)
 
-    def _on_alert(self, status: str) -> None:
+    def _on_alert(self, alert: str | tuple[str, float]) -> None:
+        status, queued_at = alert if isinstance(alert, tuple) else (alert, self.clock.monotonic())
         now = self.clock.time()
         self.metrics.alerts.labels(status).inc()
         if status == "resolved":
@@ -200,8 +230,11 @@ class Sidecar:
                 self._save(target)
             return
         mono = self.clock.monotonic()
+        # the cooldown counts from the end of the last confirming order, and an alert that
+        # waited in the queue while that order ran is answered by it
         confirmed_lately = (self._last_confirm is not None
-                            and mono - self._last_confirm < self.options.cooldown)
+                            and (mono - self._last_confirm < self.options.cooldown
+                                 or queued_at <= self._last_confirm))
         if self.incident is None and confirmed_lately:
             # a confirming order ran within the cooldown and no incident is open: it found the
             # shop working. More alerts (a flood, a repeat) open nothing and order nothing.
@@ -220,7 +253,10 @@ class Sidecar:
         self._last_confirm = mono
         incident.note(now, "no fresh chaos link known: the sidecar places a synthetic order")
         self._save(incident)  # on disk before the journey: a crash in it leaves a record
-        result = self.journey(self.probe_config)
+        try:
+            result = self.journey(self.probe_config)
+        finally:
+            self._last_confirm = self.clock.monotonic()
         self._on_report(ProbeReport.from_result(result), source="sidecar")
         self._save(incident)
 
@@ -255,7 +291,8 @@ class Sidecar:
         attempt with its cooldown. The cooldown spaces the calls within an incident: the first
         call of a new incident is immediate (the hourly limit still holds)."""
         incident, link = self.incident, self._fresh_link()
-        if incident is None or link is None or link in self._handled_links:
+        if incident is None or link is None or link in self._handled_links \
+                or _link_id(link) in self._spent:
             return
         refusal = self.policy.refusal(link.reveal())
         if refusal is not None:
@@ -267,7 +304,8 @@ class Sidecar:
             self._note_once(incident, "max", f"{len(calls)} link calls made, the most per "
                             "incident (--max-attempts): a human must look")
             return
-        if self._last_call is not None and mono - self._last_call < self.options.cooldown:
+        if any(last is not None and mono - last < self.options.cooldown
+               for last in (self._last_call, self._restored_last_call)):
             return
         while self._calls_last_hour and mono - self._calls_last_hour[0] > 3600:
             self._calls_last_hour.popleft()
@@ -300,6 +338,8 @@ class Sidecar:
             outcome.result == "refused" and outcome.status is None)
         if outcome.result != "error":
             self._handled_links.add(link)  # each link once; a network error may be retried
+        if outcome.result in SPENDING:
+            self._spend(_link_id(link))
         if called:
             self._last_call = mono
             self._calls_last_hour.append(mono)
@@ -308,6 +348,7 @@ class Sidecar:
             incident.link_answer = outcome.result
         host = urls.host_of(link.reveal())
         incident.attempts.append({"at": now, "host": host, "result": outcome.result,
+                                  "link_id": _link_id(link),
                                   "detail": outcome.detail, "link": link.redacted,
                                   "called": called})
         incident.link_host = incident.link_host or host
@@ -389,6 +430,11 @@ class Sidecar:
     def _save(self, incident: Incident) -> None:
         self.store.save(incident)  # never raises; a failure is logged once while it lasts
 
+    def _spend(self, link_id: str) -> None:
+        self._spent[link_id] = None
+        while len(self._spent) > 4096:
+            self._spent.popitem(last=False)
+
     def _known_secrets(self) -> list[str]:
         secrets = [self.probe_config.password]
         if self._link is not None:
@@ -399,3 +445,7 @@ class Sidecar:
         with self._lock:
             return self.incident, list(self.closed)
 
+
+def _link_id(link: RecoveryLink) -> str:
+    """A link's fingerprint for records and memory: the same link, the same id; not the link."""
+    return hashlib.sha256(link.reveal().encode()).hexdigest()[:16]

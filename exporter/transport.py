@@ -16,6 +16,7 @@ One place for the journey, verify, the recovery link and the hand-off, so they c
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import socket
 import ssl
@@ -29,6 +30,7 @@ from requests.utils import get_environ_proxies
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from . import urls
 from .config import ConfigError, read_regular_file
 
 # Read in this order when no --ca-file is given.
@@ -73,14 +75,17 @@ def ca_bundle(ca_file: str | None, environ: Mapping[str, str] | None = None) -> 
 
 
 def check_environment(environ: Mapping[str, str] | None = None) -> None:
-    """A CA variable naming a file that does not exist is a configuration error, said at start
-    rather than as a failed request at every journey."""
+    """The CA variable in force must name a directory of certificates or a file of them: said
+    at start, rather than as a failed request at every journey (or a verify that waits on a
+    FIFO for ever)."""
     environ = os.environ if environ is None else environ
     for variable in CA_VARIABLES:
         value = environ.get(variable)
         if value:
             if not os.path.exists(value):
                 raise ConfigError(f"{variable}: {value!r} does not exist")
+            if not os.path.isdir(value):
+                check_ca_file(value, name=variable)
             return
 
 
@@ -99,11 +104,24 @@ def configure(session: requests.Session, ca_file: str | None = None) -> requests
 
 
 def proxies_for(url: str) -> dict[str, str]:
-    """The proxies ``requests`` would use for ``url`` (``NO_PROXY`` applied); {} for none."""
+    """The proxies ``requests`` would use for ``url`` (``NO_PROXY`` applied); {} for none, and
+    always {} for a loopback host: as Go's clients (Prometheus' own tools) do, a request to this
+    machine (the hand-off with its token, a local service with the password) never goes
+    through a proxy."""
     try:
+        host = urls.parse(url).host
+        if host == "localhost" or host.endswith(".localhost") or _is_loopback(host):
+            return {}
         return get_environ_proxies(url)
     except ValueError:  # a URL urllib cannot split: no proxy, the request will fail on its own
         return {}
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def causes(exc: BaseException, limit: int = 64) -> Iterator[BaseException]:

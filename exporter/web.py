@@ -152,8 +152,9 @@ def make_handler(registry: CollectorRegistry, history: History | None = None,
                 self.send_body(exc.status, f"{exc.message}\n".encode(), text)
                 return
             except Exception as exc:  # noqa: BLE001 (a bug of ours: one log line and a 500)
+                secrets = fleet.modules.secrets(fleet.modules.current)
                 get_logger().error("probe crashed", extra={"fields": {
-                    "error": type(exc).__name__, "detail": scrub(str(exc))}})
+                    "error": type(exc).__name__, "detail": scrub(str(exc), secrets)}})
                 self.send_body(500, b"internal error; see the exporter's log\n", text)
                 return
             probe_registry = journey_registry(answer.result, answer.age)
@@ -198,6 +199,12 @@ def make_handler(registry: CollectorRegistry, history: History | None = None,
                 reload()
             except ConfigError as exc:
                 self.send_body(500, f"failed to reload config: {exc}\n".encode(), text, close)
+                return
+            except Exception as exc:  # noqa: BLE001 (a bug of ours: the old modules stay)
+                get_logger().error("config reload crashed", extra={"fields": {
+                    "error": type(exc).__name__}})
+                self.send_body(500, f"failed to reload config: {type(exc).__name__}\n".encode(),
+                               text, close)
                 return
             self.send_body(200, b"config reloaded\n", text, close)
 

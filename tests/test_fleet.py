@@ -850,12 +850,12 @@ def test_a_crashing_journey_answers_500_and_frees_its_slot(log_stream):
 
     def run(config, **kwargs):
         calls.append(config.service_url)
-        if len(calls) == 1:
-            raise RuntimeError(f"boom {PASSWORD}")
+        if len(calls) == 1:  # a crash that quotes the module's password
+            raise RuntimeError(f"boom {config.password}")
         return run_journey(config.__class__(service_url="http://127.0.0.1:9",
                                             factory_url=UNUSED_FACTORY, timeout=0.5))
 
-    modules = ModulesSource(None, ProbeConfig(factory_url=UNUSED_FACTORY))
+    modules = ModulesSource(None, ProbeConfig(factory_url=UNUSED_FACTORY, password=PASSWORD))
     service = ProbeService(modules, static_targets=["http://h.test"], max_concurrent=1, run=run)
     server = exporter_server("127.0.0.1", 0, CollectorRegistry(), fleet=service).start()
     try:
@@ -868,6 +868,7 @@ def test_a_crashing_journey_answers_500_and_frees_its_slot(log_stream):
         server.stop()
     logged = log_stream.getvalue()
     assert "probe crashed" in logged and "RuntimeError" in logged and PASSWORD not in logged
+    assert 'detail="boom ***"' in logged  # what failed is said, the password is not
 
 
 def test_a_numeric_host_is_refused_even_by_a_pattern_that_admits_any_label(simulator, fleet):

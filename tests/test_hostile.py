@@ -450,7 +450,9 @@ def test_a_dual_stack_listener_lets_a_loopback_sidecar_in():
 
 
 @pytest.mark.parametrize("pattern", [r"(a+)+$", r"https://(x|xy)*\.example", r"(\w+\s?)*$",
-                                     r"(a)\1"])
+                                     r"(a)\1", r"http://a*a*a*a*a*a*\.example",
+                                     r"http://[a-z.]*[a-z.]*[a-z.]*[a-z.]*\.pizza:3000",
+                                     r".*.*.*.*.*=", r"\w*\w*\w*x"])
 def test_a_pattern_that_can_backtrack_for_minutes_is_refused_at_once(pattern):
     started = time.monotonic()
     with pytest.raises(ConfigError, match="allowed_target_patterns"):
@@ -460,6 +462,7 @@ def test_a_pattern_that_can_backtrack_for_minutes_is_refused_at_once(pattern):
 
 @pytest.mark.parametrize("pattern", [r"https://pizza-service\.[a-z0-9-]+\.click",
                                      r"https://(?:[a-z0-9-]+\.)+example\.com",
+                                     r"https://[a-z]+\.[a-z]+\.[a-z]+/x", r"https://.*\.example/.*",
                                      r"http://127\.0\.0\.1:300[0-2]", r"(?:\d+\.){3}\d+"])
 def test_patterns_of_the_docs_still_load(pattern):
     assert parse_modules(json.dumps({"allowed_target_patterns": [pattern]})).patterns
@@ -480,3 +483,116 @@ def _get(url: str) -> str:
             return response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.read().decode()
+
+
+# --- a restart keeps the limits; a slow confirming order does not turn alerts into orders ------
+
+def test_a_restarted_sidecar_does_not_call_the_same_link_again_within_its_cooldown(
+        make_tls_simulator, processes, tmp_path):
+    sim = make_tls_simulator()  # its CA is not given: every link call ends in a TLS error
+    sim.factory.set_chaos("fail")
+    incidents = tmp_path / "incidents"
+    target = ["--service-url", sim.service_url, "--factory-url", sim.factory_url]
+    exporter = processes.start("serve", *target, "--interval", "0.3s")
+    sidecar_args = [*target, "--exporter-url", exporter.url, "--cooldown", "1h",
+                    "--incident-dir", str(incidents)]
+    first = processes.start("sidecar", *sidecar_args)
+    poll(lambda: value(first.metrics(), "pizza_recovery_attempts_total", result="error") == 1,
+         timeout=20, what="the first (failed) link call")
+    first.stop(signal.SIGKILL)
+    second = processes.start("sidecar", *sidecar_args)
+
+    def new_incident_with_later_orders():
+        for path in incidents.glob("*.json"):
+            record = json.loads(path.read_text())
+            if record["status"] == "open" and record["failed_orders"] >= 3:
+                return record
+        return None
+
+    poll(new_incident_with_later_orders, timeout=20, what="the new sidecar's incident to go on")
+    assert value(second.metrics(), "pizza_recovery_attempts_total", result="error") == 0
+    assert "incident abandoned at restart" in second.logs()  # and nothing called twice
+
+
+def test_after_a_heal_a_restarted_sidecar_ignores_old_reports_and_spent_links(tmp_path):
+    calls = []
+
+    def resolving(link, policy, **kwargs):
+        calls.append(link.reveal())
+        return LinkOutcome("resolved", "Problem resolved. Pizza is back on the menu!", 200)
+
+    link = f"https://pizza-factory.cs329.click/api/support/{KEY}/report/{CODE}"
+    store = IncidentStore(str(tmp_path))
+    first, _ = engine("https://pizza-factory.cs329.click", link_caller=resolving, store=store,
+                      clock=SystemClockForTest(), cooldown=30)
+    old = failed(link, started_at=time.time() - 5)
+    first.step(("report", old))
+    assert len(calls) == 1 and first.incident is None  # healed and verified
+
+    # restart: a new engine on the same records, as start_sidecar builds it
+    second, registry = engine("https://pizza-factory.cs329.click", link_caller=resolving,
+                              store=IncidentStore(str(tmp_path)), clock=SystemClockForTest(),
+                              cooldown=30)
+    now = time.time()
+    second.restore(second.store.recent_attempts(now), ignore_reports_before=now)
+    second.step(("report", old))  # the exporter's last report, replayed at the first poll
+    assert second.incident is None and calls == [link]
+    second.step(("report", failed(link, started_at=now + 1)))  # the same link, a new journey
+    assert second.incident is not None and calls == [link]  # answered before: never again
+    assert attempts(registry, "resolved") == 0
+
+
+class SystemClockForTest:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+
+def test_alerts_queued_behind_a_slow_confirming_order_place_no_more_orders(make_simulator,
+                                                                           processes):
+    sim = make_simulator(delay=0.3)  # a journey takes about 2 s, longer than the cooldown
+    sidecar = processes.start("sidecar", *target_args(sim), "--exporter-url", "",
+                              "--webhook-token", "hook-token", "--cooldown", "1s")
+    answer = requests.post(sidecar.url + "/alertmanager", json=alerts_payload(10),
+                           headers={"Authorization": "Bearer hook-token"}, timeout=10)
+    assert answer.status_code == 200
+    poll(lambda: value(sidecar.metrics(), "pizza_recovery_alerts_received_total",
+                       status="firing") == 10, timeout=30, what="the ten alerts handled")
+    assert len(sim.service.orders) == 1  # before the fix: one order (and incident) per alert
+    assert value(sidecar.metrics(), "pizza_recovery_incidents_total") == 1
+
+
+def test_a_client_looping_tiny_budgets_cannot_make_honest_scrapes_fail(make_simulator, processes,
+                                                                        tmp_path):
+    import threading
+
+    sim = make_simulator(delay=0.2)  # about 1.5 s a journey
+    path = tmp_path / "modules.yml"
+    path.write_text(f"modules:\n  default:\n    factory_url: {sim.factory_url}\n"
+                    f"    min_interval: 2s\ntargets: ['{sim.service_url}']\n")
+    exporter = processes.start("serve", "--config.file", str(path))
+    stop = threading.Event()
+    attacks: list[int] = []
+
+    def attacker() -> None:
+        deadline = time.monotonic() + 30
+        while not stop.is_set() and time.monotonic() < deadline:
+            attacks.append(probe(exporter, sim.service_url,
+                                 {"X-Prometheus-Scrape-Timeout-Seconds": "1"})[0])
+
+    thread = threading.Thread(target=attacker, daemon=True)
+    thread.start()
+    try:
+        honest = []
+        for _ in range(6):  # about 10 s, across several min_interval windows
+            status, body = probe(exporter, sim.service_url,
+                                 {"X-Prometheus-Scrape-Timeout-Seconds": "10"})
+            honest.append((status, value(body, "pizza_probe_success")))
+            time.sleep(0.7)  # spacing between scrapes, as Prometheus' interval
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert len(attacks) >= 3  # the attack ran alongside
+    assert honest == [(200, 1.0)] * 6, honest  # before the fix: 0.0 once the cache expired

@@ -219,3 +219,48 @@ def test_factory_unreachable_is_its_own_reason(make_simulator, processes):
                                env=child_env())
     poll(lambda: value(exporter.metrics(), "pizza_probe_failures_total", step="order",
                        reason="factory_unreachable"), timeout=20, what="the failure counted")
+
+
+def test_a_failing_api_docs_fails_verify_and_never_sends_the_pizza_off_site(simulator):
+    from exporter.simulator import HttpError
+
+    def broken_docs():
+        raise HttpError(500, "docs are down")
+
+    simulator.service.docs = broken_docs
+    answer = pizza_probe("once", "--json", "--service-url", simulator.service_url)
+    document = json.loads(answer.stdout)
+    assert (document["failed_step"], document["reason"]) == ("verify", "http_error")
+    assert document["detail"].startswith("cannot learn the factory: GET /api/docs: HTTP 500")
+    assert document["factory_url"] is None  # not the public factory
+
+
+def test_a_service_echoing_the_password_into_version_and_factory_shows_it_nowhere(simulator,
+                                                                                 processes):
+    password = "Hunter2Secret-echo"
+    real_docs = simulator.service.docs
+
+    def docs():
+        answer = real_docs()
+        answer["config"]["factory"] = f"http://127.0.0.1:1/{password}"
+        return answer
+
+    simulator.service.docs = docs
+    simulator.service.users["d@jwt.com"]["password"] = password
+    import exporter.simulator as sim_module
+    original = sim_module.SERVICE_VERSION
+    sim_module.SERVICE_VERSION = password  # GET / answers the version from this name
+    try:
+        env = child_env(PIZZA_PROBE_PASSWORD=password)
+        text = pizza_probe("once", "--service-url", simulator.service_url, env=env)
+        as_json = pizza_probe("once", "--json", "--service-url", simulator.service_url, env=env)
+        exporter = processes.start("serve", "--service-url", simulator.service_url,
+                                   "--interval", "0.3s", env=env)
+        poll(lambda: "journey" in exporter.logs(), timeout=20, what="a journey")
+        shown = [text.stdout, text.stderr, as_json.stdout, exporter.metrics(), exporter.logs()]
+    finally:
+        sim_module.SERVICE_VERSION = original
+    assert "service version: ***" in text.stdout
+    assert json.loads(as_json.stdout)["reason"] == "bad_response"  # the factory URL: refused
+    for page in shown:
+        assert password not in page

@@ -107,14 +107,23 @@ def test_https_proxy_and_no_proxy_are_honoured(recorder, monkeypatch):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.upper(), raising=False)
     monkeypatch.setenv("HTTP_PROXY", proxy)
-    target = "http://127.0.0.2:9"  # nothing listens there: only the proxy can answer
+    target = "http://pizza-service.example:3000"  # only the proxy on loopback is ever asked
     result = run_journey(ProbeConfig(service_url=target, factory_url=target, timeout=2))
     assert seen and seen[0][0] == f"GET {target}/ HTTP/1.1", seen
     assert result.detail == "HTTP 502: from the recorder"
-    monkeypatch.setenv("NO_PROXY", "127.0.0.0/8")
-    before = len(seen)
-    result = run_journey(ProbeConfig(service_url=target, factory_url=target, timeout=2))
-    assert len(seen) == before and result.reason == "connection_error"
+    monkeypatch.setenv("NO_PROXY", "pizza-service.example")
+    assert transport.proxies_for(target + "/") == {}
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9816/recovery/latest", "http://[::1]:3000/",
+                                 "http://localhost:3000/", "https://127.9.9.9/api/order/verify"])
+def test_loopback_never_goes_through_a_proxy(monkeypatch, url):
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert transport.proxies_for(url) == {}
+    assert transport.proxies_for("http://pizza-service.example/")  # others do
 
 
 # --- discovery -----------------------------------------------------------------------------
@@ -153,20 +162,35 @@ def test_the_service_named_factory_is_remembered_for_the_ttl():
     assert (choice.url, choice.source, len(calls)) == ("https://new.example", "service", 2)
 
 
-@pytest.mark.parametrize("named", [None, "ftp://f.example", "http://user:pw@f.example",
-                                   "http://0x7f.1/", "https://f.example/../x"])
-def test_a_service_that_does_not_say_or_names_junk_gets_the_public_factory(named):
-    ask, _ = asker(named)
+def test_a_service_that_does_not_say_gets_the_public_factory():
+    ask, _ = asker(None)
     choice = FactoryDirectory().choose(SERVICE, ask)
     assert (choice.url, choice.source) == (PUBLIC_FACTORY_URL, "default") and choice.note
 
 
-def test_a_failed_question_is_not_remembered():
-    ask, calls = asker(StepFailure("timeout", "no answer within 1s"), "https://f.example")
+@pytest.mark.parametrize("named", ["ftp://f.example", "http://user:pw@f.example",
+                                   "http://0x7f.1/", "https://f.example/../x"])
+def test_junk_named_by_the_service_fails_verify_and_never_goes_public(named):
+    ask, calls = asker(named, "https://f.example")
     directory = FactoryDirectory()
-    first = directory.choose(SERVICE, ask)
-    assert first.source == "default" and "timeout" in first.note
+    with pytest.raises(StepFailure) as failure:
+        directory.choose(SERVICE, ask)
+    assert failure.value.reason == "bad_response" and named not in failure.value.detail
     assert directory.choose(SERVICE, ask).url == "https://f.example" and len(calls) == 2
+
+
+def test_a_failed_question_uses_the_last_answer_and_without_one_fails():
+    clock = FakeClock()
+    directory = FactoryDirectory(ttl=300, clock=clock)
+    ask, calls = asker(StepFailure("timeout", "no answer within 1s"))
+    with pytest.raises(StepFailure, match="cannot learn the factory"):  # never the public one
+        directory.choose(SERVICE, ask)
+    good, _ = asker("https://f.example")
+    assert directory.choose(SERVICE, good).url == "https://f.example"
+    clock.now += 301  # the answer is old, and the service does not answer now
+    choice = directory.choose(SERVICE, ask)
+    assert (choice.url, choice.source) == ("https://f.example", "service")
+    assert "the last answer is used again" in choice.note and len(calls) == 2
 
 
 # --- the incident's impact, by chaos ---------------------------------------------------------
@@ -201,3 +225,17 @@ def test_a_real_ca_bundle_is_accepted(tmp_path):
 
     ca, _cert, _key = make_tls_files(str(tmp_path), "127.0.0.1")
     assert transport.check_ca_file(ca) == ca
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "not pem", "nul byte"])
+def test_a_ca_variable_that_is_no_pem_file_is_an_error_at_start(tmp_path, kind):
+    import os
+
+    path = {"fifo": str(tmp_path / "fifo"), "device": "/dev/zero",
+            "not pem": str(tmp_path / "x.pem"), "nul byte": "a\0b"}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    if kind == "not pem":
+        (tmp_path / "x.pem").write_text("hello\n")
+    with pytest.raises(ConfigError, match="SSL_CERT_FILE"):
+        transport.check_environment({"SSL_CERT_FILE": path})
