@@ -32,6 +32,19 @@ def poll(check: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.0
         time.sleep(interval)
 
 
+class FakeClock:
+    """Both clocks stand still until a test moves ``now``."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return 1_700_000_000.0 + self.now
+
+
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return response.status, response.read().decode()

@@ -22,7 +22,8 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry, generate_latest
 
-from conftest import poll, set_chaos, target_args, value
+from conftest import FakeClock, poll, set_chaos, target_args, value
+from exporter.clock import SystemClock
 from exporter.config import ConfigError, ProbeConfig
 from exporter.handoff import ExporterFeed, HandoffRefused, ProbeReport, handoff_allowed
 from exporter.httpserver import BackgroundServer
@@ -38,16 +39,6 @@ from exporter.sidecar import RecoveryMetrics, Sidecar, SidecarOptions
 KEY = "0123456789abcdef0123456789abcdef"
 CODE = "fedcba9876543210fedcba9876543210"
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return 1_700_000_000.0 + self.now
 
 
 class Answering:
@@ -524,14 +515,14 @@ def test_after_a_heal_a_restarted_sidecar_ignores_old_reports_and_spent_links(tm
     link = f"https://pizza-factory.cs329.click/api/support/{KEY}/report/{CODE}"
     store = IncidentStore(str(tmp_path))
     first, _ = engine("https://pizza-factory.cs329.click", link_caller=resolving, store=store,
-                      clock=SystemClockForTest(), cooldown=30)
+                      clock=SystemClock(), cooldown=30)
     old = failed(link, started_at=time.time() - 5)
     first.step(("report", old))
     assert len(calls) == 1 and first.incident is None  # healed and verified
 
     # restart: a new engine on the same records, as start_sidecar builds it
     second, registry = engine("https://pizza-factory.cs329.click", link_caller=resolving,
-                              store=IncidentStore(str(tmp_path)), clock=SystemClockForTest(),
+                              store=IncidentStore(str(tmp_path)), clock=SystemClock(),
                               cooldown=30)
     now = time.time()
     second.restore(second.store.recent_attempts(now), ignore_reports_before=now)
@@ -540,14 +531,6 @@ def test_after_a_heal_a_restarted_sidecar_ignores_old_reports_and_spent_links(tm
     second.step(("report", failed(link, started_at=now + 1)))  # the same link, a new journey
     assert second.incident is not None and calls == [link]  # answered before: never again
     assert attempts(registry, "resolved") == 0
-
-
-class SystemClockForTest:
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def time(self) -> float:
-        return time.time()
 
 
 def test_alerts_queued_behind_a_slow_confirming_order_place_no_more_orders(make_simulator,

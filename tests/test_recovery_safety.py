@@ -26,7 +26,7 @@ from exporter.sidecar import RecoveryMetrics, Sidecar, SidecarOptions
 from exporter.sidecar_web import sidecar_server, token_matches
 from exporter.web import exporter_server
 
-from conftest import poll, value
+from conftest import FakeClock, poll, value
 
 KEY = "0123456789abcdef0123456789abcdef"
 CODE = "fedcba9876543210fedcba9876543210"
@@ -202,16 +202,6 @@ def test_allow_host_flag_admits_a_host(servers):
 
 
 # --- cooldown, limits, dry run, kill switch --------------------------------------------------
-
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def monotonic(self):
-        return self.now
-
-    def time(self):
-        return 1_700_000_000.0 + self.now
 
 
 def unresolved_caller(calls):

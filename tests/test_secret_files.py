@@ -5,41 +5,12 @@ with a deadline so a hang fails the test instead of blocking it."""
 from __future__ import annotations
 
 import os
-import resource
-import subprocess
-import sys
 
 import pytest
 import requests
 
 from conftest import value
-
-CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("PIZZA_")}
-
-
-def limit_memory() -> None:
-    """In the child: 2 GiB of address space, so a read without limit fails rather than
-    taking the machine down."""
-    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
-
-
-def pizza_probe(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    """Run ``python -m exporter ARGS``; a hang fails the test at ``timeout``."""
-    try:
-        return subprocess.run([sys.executable, "-m", "exporter", *args], capture_output=True,
-                              text=True, timeout=timeout, env=CLEAN_ENV, stdin=subprocess.DEVNULL,
-                              preexec_fn=limit_memory)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"pizza-probe {' '.join(args)} did not finish within {timeout}s")
-
-
-def assert_one_line_error(out: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert out.returncode == 2, out.stdout + out.stderr
-    lines = out.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("pizza-probe: error: "), out.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], out.stderr
-    assert "Traceback" not in out.stdout + out.stderr
+from processes import assert_one_line_error, pizza_probe
 
 
 # --- secret and modules files: no device, no FIFO, a bounded read --------------------------------

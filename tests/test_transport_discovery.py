@@ -13,18 +13,9 @@ from exporter.config import PUBLIC_FACTORY_URL, ConfigError, ProbeConfig
 from exporter.discovery import FactoryDirectory
 from exporter.incident import Incident
 from exporter.journey import run_journey
+from conftest import FakeClock
 from exporter.result import StepFailure
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return 1_700_000_000.0 + self.now
 
 
 # --- transport -----------------------------------------------------------------------------
