@@ -87,15 +87,17 @@ def probe_options(command):
                           "service, the factory, the recovery link, the hand-off) [default: "
                           "REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or SSL_CERT_FILE if set, else the "
                           "bundle requests ships]. HTTPS_PROXY, HTTP_PROXY and NO_PROXY are "
-                          "honoured; a .netrc never is."),
+                          "honoured (never for loopback); a .netrc never is."),
         click.option("--email", envvar="PIZZA_PROBE_EMAIL", default="d@jwt.com",
                      show_default=True, show_envvar=True, help="The probe user's email."),
         click.option("--password", envvar="PIZZA_PROBE_PASSWORD", default=None, show_envvar=True,
-                     help="The probe user's password [default: diner]. Prefer the environment "
+                     help="The probe user's password [default: diner]; never empty (the service "
+                          "lets an empty password log in as anyone). Prefer the environment "
                           "variable or --password-file: flags show in the process list."),
         click.option("--password-file", envvar="PIZZA_PROBE_PASSWORD_FILE", default=None,
                      show_envvar=True, metavar="PATH",
-                     help="Read the password from the first line of this file."),
+                     help="Read the password from the first line of this file (a regular file "
+                          "of at most 4 KiB)."),
         click.option("--timeout", envvar="PIZZA_PROBE_TIMEOUT", type=DURATION, default="10s",
                      show_default=True, show_envvar=True,
                      help="Timeout of each step but the order (15, 0.5, 15s, 1m, 500ms)."),
