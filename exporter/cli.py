@@ -611,10 +611,14 @@ def healthcheck(url: str | None, timeout: float) -> int:
         return EXIT_FAILED
     if url is None:
         return EXIT_OK  # `once` serves nothing to check
-    try:
-        status = requests.get(url, timeout=timeout).status_code
+    from . import transport
+
+    try:  # as every client here: no proxy for loopback, never a .netrc
+        with transport.new_session() as session:
+            status = session.get(url, timeout=timeout, allow_redirects=False,
+                                 proxies=transport.proxies_for(url)).status_code
     except requests.RequestException as exc:
-        click.echo(f"unhealthy: {type(exc).__name__}", err=True)
+        click.echo(f"unhealthy: {url}: {type(exc).__name__}", err=True)
         return EXIT_FAILED
     if status != 200:
         click.echo(f"unhealthy: HTTP {status}", err=True)

@@ -38,8 +38,13 @@ DEFAULT_IDLE_TIMEOUT = 30.0
 DEFAULT_WORKERS = 64
 # More workers that answer only the quick pages, whatever the others are doing.
 DEFAULT_RESERVED_WORKERS = 4
-# A request head not complete at this size goes to a worker, which answers 414 or 431.
-MAX_HEAD_BYTES = 65536 + 1024
+# A request head must be whole within this many bytes, or the dispatcher answers 431 and closes:
+# no worker ever waits on a head (a Prometheus scrape's head is well under 1 KiB).
+MAX_HEAD_BYTES = 16384
+# A worker reads a request's body for this long at most, and each write of its answer may
+# block this long at most: a client that drips or never reads cannot hold a worker.
+BODY_DEADLINE = 10.0
+WRITE_TIMEOUT = 5.0
 _READ_SIZE = 65536
 _ACCEPT_BATCH = 256  # accepts per listener per turn, so a flood cannot starve the rest
 _WORKER_IDLE_EXIT = 10.0  # a worker with nothing to do for this long ends
@@ -47,6 +52,9 @@ _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _OVERLOADED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
                b"Content-Length: 18\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
                b"server overloaded\n")
+_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; "
+              b"charset=utf-8\r\nContent-Length: 25\r\nConnection: close\r\n\r\n"
+              b"request head is too large")
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
@@ -83,6 +91,8 @@ class _Feed(io.RawIOBase):
         self.sock = sock
         self.prefix = b""
         self.paused = False
+        self.deadline = float("inf")  # no read from the socket after this (monotonic)
+        self.fed = 0  # bytes given to the handler's reader since the request began
 
     def readable(self) -> bool:
         return True
@@ -92,10 +102,21 @@ class _Feed(io.RawIOBase):
             count = min(len(buffer), len(self.prefix))
             buffer[:count] = self.prefix[:count]
             self.prefix = self.prefix[count:]
+            self.fed += count
             return count
         if self.paused:
             return None
-        return self.sock.recv_into(buffer)
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request's body took too long")
+        timeout = self.sock.gettimeout()
+        self.sock.settimeout(min(left, timeout) if timeout is not None else left)
+        try:
+            count = self.sock.recv_into(buffer)
+        finally:
+            self.sock.settimeout(timeout)
+        self.fed += count
+        return count
 
 
 class _Conn:
@@ -117,13 +138,12 @@ class _Conn:
         self.registered = False
 
     def head_ready(self) -> bool:
-        """Whether ``pending`` holds a whole request head (or more than a head may be)."""
-        if len(self.pending) >= MAX_HEAD_BYTES:
-            return True
+        """Whether ``pending`` holds a whole request head."""
         start = max(0, self.scanned - 3)
         self.scanned = len(self.pending)
         return (self.pending.find(b"\r\n\r\n", start) >= 0
-                or self.pending.find(b"\n\n", start) >= 0)
+                or self.pending.find(b"\n\n", start) >= 0
+                or self.pending.find(b"\n\r\n", start) >= 0)
 
     def is_quick(self) -> bool:
         quick = getattr(self.server.RequestHandlerClass, "quick_paths", ())
@@ -390,9 +410,16 @@ class _Engine:
 
     def _read(self, conn: _Conn, now: float) -> None:
         """Read what has arrived: hand a complete head to a worker, wait for more, or close."""
-        for _ in range(64):  # each read adds up to 64 KiB; a head is complete at 65 KiB
+        for _ in range(64):  # each read adds up to 64 KiB; a head is whole within 16 KiB
             if conn.pending and conn.head_ready():
                 self._hand_over(conn)
+                return
+            if len(conn.pending) >= MAX_HEAD_BYTES:  # no head is this large: answered here
+                try:
+                    conn.sock.send(_TOO_LARGE)
+                except OSError:
+                    pass
+                self._close(conn)
                 return
             try:
                 data = conn.sock.recv(_READ_SIZE)
@@ -491,10 +518,12 @@ class _Engine:
             if conn.handler is None or conn.feed is None:
                 conn.handler, conn.feed = self._new_handler(conn)
             handler, feed = conn.handler, conn.feed
-            timeout = handler.timeout if handler.timeout is not None else self.idle_timeout
-            conn.sock.settimeout(timeout)  # a stalled client holds a worker this long at most
+            # a client that never reads its answer holds a worker WRITE_TIMEOUT per write
+            conn.sock.settimeout(WRITE_TIMEOUT)
             feed.prefix, conn.pending = bytes(conn.pending), bytearray()
-            feed.paused = False
+            head_length = _head_length(feed.prefix)
+            feed.paused, feed.fed = False, 0
+            feed.deadline = time.monotonic() + BODY_DEADLINE  # a dripped body: cut off
             handler.close_connection = True
             handler.handle_one_request()
             keep = not handler.close_connection
@@ -507,6 +536,10 @@ class _Engine:
                         break
                     pieces.append(piece)
                 leftover = b"".join(pieces)
+                # The connection goes on only if the handler read exactly the body the head
+                # announced: a body left unread (a GET's, a chunked one, one of two
+                # Content-Lengths) is never taken for the next request (request smuggling).
+                keep = _read_exactly_its_body(handler, feed.fed - len(leftover) - head_length)
         except Exception:  # noqa: BLE001 (handle_error says it in one line, never a traceback)
             conn.server.handle_error(conn.sock, conn.addr)
             keep = False
@@ -538,6 +571,25 @@ class _Engine:
         if self.thread.is_alive():
             self._wake()
             self.thread.join(timeout=2)
+
+
+def _head_length(data: bytes) -> int:
+    """Where the request head in ``data`` ends (after its blank line)."""
+    ends = [index + len(mark) for mark in (b"\r\n\r\n", b"\n\n", b"\n\r\n")
+            if (index := data.find(mark)) >= 0]
+    return min(ends) if ends else len(data)
+
+
+def _read_exactly_its_body(handler: BaseHTTPRequestHandler, consumed: int) -> bool:
+    """Whether the handler read exactly the body its request announced, no more, no less."""
+    headers = getattr(handler, "headers", None)
+    if headers is None or headers.get_all("Transfer-Encoding"):
+        return False
+    lengths = {value.strip() for value in headers.get_all("Content-Length") or []}
+    if len(lengths) > 1:
+        return False
+    expected = lengths.pop() if lengths else "0"
+    return expected.isascii() and expected.isdigit() and int(expected) == consumed
 
 
 def _close_socket(sock: socket.socket) -> None:

@@ -11,6 +11,7 @@ import os
 import secrets
 import tempfile
 
+from .config import read_regular_file
 from .handoff import ProbeReport
 from .logs import get_logger
 
@@ -43,6 +44,7 @@ ABANDONED_RESOLUTION = ("abandoned at restart: the sidecar stopped before this i
                         "and nothing verified a good order; a failure after the restart opens a "
                         "new incident")
 MAX_RECORD_BYTES = 4 << 20  # a record is a few KiB; a bigger file is not ours
+MAX_RECORD_FILES = 10_000  # records looked at when the sidecar starts, at most
 _TIMES = ("opened_at", "first_failure_at", "alert_fired_at", "alert_resolved_at",
           "link_called_at", "first_good_order_at", "resolved_at")
 
@@ -276,25 +278,35 @@ class IncidentStore:
     def recent_attempts(self, now: float, window: float = 3600.0, files: int = 500) -> list[dict]:
         """The link attempts of the records written in the last ``window`` seconds (at most the
         newest ``files`` records): what a restarted sidecar must remember of its limits."""
-        if not self.directory:
-            return []
-        try:
-            entries = [e for e in os.scandir(self.directory)
-                       if e.name.endswith(".json") and not e.name.startswith(".")]
-        except OSError:
-            return []
-        recent = sorted((e for e in entries if now - e.stat().st_mtime <= window),
-                        key=lambda e: e.stat().st_mtime, reverse=True)[:files]
         attempts: list[dict] = []
-        for entry in recent:
-            try:
-                with open(entry.path, "rb") as handle:
-                    data = json.loads(handle.read(MAX_RECORD_BYTES))
-            except (OSError, ValueError):
-                continue
+        recent = [(mtime, path) for mtime, path in self._record_files() if now - mtime <= window]
+        for _, path in sorted(recent, reverse=True)[:files]:
+            data = _read_record(path)
             if isinstance(data, dict) and isinstance(data.get("attempts"), list):
                 attempts += [a for a in data["attempts"] if isinstance(a, dict)]
         return attempts
+
+    def _record_files(self, limit: int = MAX_RECORD_FILES) -> list[tuple[float, str]]:
+        """(mtime, path) of the regular ``*.json`` files in the directory, at most ``limit`` of
+        them: a symlink, a FIFO or a directory named like a record is not one."""
+        if not self.directory:
+            return []
+        found: list[tuple[float, str]] = []
+        try:
+            with os.scandir(self.directory) as entries:
+                for entry in entries:
+                    if len(found) >= limit:
+                        break
+                    if not entry.name.endswith(".json") or entry.name.startswith("."):
+                        continue
+                    try:
+                        if entry.is_file(follow_symlinks=False):
+                            found.append((entry.stat(follow_symlinks=False).st_mtime, entry.path))
+                    except OSError:  # gone meanwhile
+                        continue
+        except OSError:
+            return []
+        return found
 
     def reconcile(self, now: float) -> list[Incident]:
         """At start: close every record still ``open`` as ``abandoned`` (its owner stopped before
@@ -304,12 +316,10 @@ class IncidentStore:
             return []
         log = get_logger()
         abandoned = []
-        for entry in sorted(os.listdir(self.directory)):
-            if not entry.endswith(".json") or entry.startswith("."):
-                continue
+        for _, path in sorted(self._record_files(), key=lambda found: found[1]):
+            entry = os.path.basename(path)
             try:
-                with open(os.path.join(self.directory, entry), "rb") as handle:
-                    data = json.loads(handle.read(MAX_RECORD_BYTES))
+                data = _read_record(path)
                 if not isinstance(data, dict) or data.get("status") != OPEN:
                     continue
                 incident = Incident.from_json(data)
@@ -329,3 +339,15 @@ class IncidentStore:
                     "incident": incident.id, "record": self.path(incident)}})
                 abandoned.append(incident)
         return abandoned
+
+
+def _read_record(path: str) -> object:
+    """A record's JSON, or None: read as a regular file only (a FIFO would block the start for
+    ever, /dev/zero never end), at most MAX_RECORD_BYTES."""
+    try:
+        data = read_regular_file(path, MAX_RECORD_BYTES)
+        if len(data) > MAX_RECORD_BYTES:
+            return None
+        return json.loads(data)
+    except (OSError, ValueError, RecursionError):
+        return None

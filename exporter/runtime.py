@@ -177,7 +177,11 @@ def start_sidecar(config: ProbeConfig, options: SidecarOptions, listen: tuple[st
     engine = Sidecar(config, policy, options, RecoveryMetrics(registry), store, listener=listener)
     # its limits hold across a restart: the hourly calls, the cooldown, the links answered; and
     # the exporter's last journey, replayed at the first poll, is old news
-    engine.restore(store.recent_attempts(now), ignore_reports_before=now)
+    try:
+        engine.restore(store.recent_attempts(now), ignore_reports_before=now)
+    except Exception as exc:  # noqa: BLE001 (odd records must not stop the sidecar from starting)
+        get_logger().error("cannot restore the limits from the records", extra={"fields": {
+            "error": type(exc).__name__}})
     server = sidecar_server(*listen, registry, engine, webhook_token, Deduper()).start()
     if exporter_url:
         ExporterFeed(exporter_url, engine.submit_report, token=handoff_token, stop=stop,

@@ -139,10 +139,10 @@ class Sidecar:
         first poll) are old news."""
         now, mono = self.clock.time(), self.clock.monotonic()
         self._ignore_before = max(self._ignore_before, ignore_reports_before)
-        for attempt in sorted(attempts, key=lambda a: a.get("at") or 0):
-            at = attempt.get("at")
-            if not isinstance(at, (int, float)) or not 0 <= now - at <= 3600:
-                continue
+        timed = [a for a in attempts if isinstance(a.get("at"), (int, float))
+                 and not isinstance(a.get("at"), bool) and 0 <= now - a["at"] <= 3600]
+        for attempt in sorted(timed, key=lambda a: a["at"]):
+            at = attempt["at"]
             if attempt.get("called"):
                 self._calls_last_hour.append(mono - (now - at))
                 self._restored_last_call = mono - (now - at)

@@ -80,7 +80,7 @@ def make_handler(registry: CollectorRegistry, sidecar: Sidecar, token: str | Non
                            {"WWW-Authenticate": 'Bearer realm="pizza-probe"', "Connection": "close"})
                 return
             length = self.headers.get("Content-Length", "")
-            if not length.isdigit() or int(length) > MAX_WEBHOOK_BYTES:
+            if not (length.isascii() and length.isdigit()) or int(length) > MAX_WEBHOOK_BYTES:
                 self.close_connection = True
                 self._json(400 if not length.isdigit() else 413,
                            {"error": "a Content-Length of at most 1 MiB is required"},

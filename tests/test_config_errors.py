@@ -162,6 +162,7 @@ def run(monkeypatch, capsys, paths):
     monkeypatch.setattr(cli_module.Simulator, "start", starts("the simulator"))
     monkeypatch.setattr(cli_module, "Demo", starts("the demo"))
     monkeypatch.setattr(requests, "get", starts("a health check request"))
+    monkeypatch.setattr(requests.Session, "get", starts("a health check request"))
     monkeypatch.setattr(cli_module, "_stop_on_signals", lambda *flags: None)  # keep pytest's handlers
     logger = logging.getLogger(LOGGER_NAME)  # setup_logging points it at the captured stderr
     saved = (logger.handlers[:], logger.level, logger.propagate)

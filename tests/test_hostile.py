@@ -579,3 +579,34 @@ def test_a_client_looping_tiny_budgets_cannot_make_honest_scrapes_fail(make_simu
         thread.join(timeout=10)
     assert len(attacks) >= 3  # the attack ran alongside
     assert honest == [(200, 1.0)] * 6, honest  # before the fix: 0.0 once the cache expired
+
+
+# --- junk in the incident directory never stops the sidecar (second review) ---------------------
+
+def test_a_fifo_a_dangling_link_and_odd_records_do_not_stop_the_sidecar(simulator, processes,
+                                                                        tmp_path):
+    import os
+
+    incidents = tmp_path / "incidents"
+    incidents.mkdir()
+    os.mkfifo(incidents / "fifo.json")  # before the fix: the start blocked on it for ever
+    (incidents / "dangling.json").symlink_to(incidents / "gone.json")  # was a traceback
+    (incidents / "a.json").write_text(json.dumps({"attempts": [{"at": "2026-11-29T12:00:00Z"}]}))
+    (incidents / "b.json").write_text(json.dumps({"attempts": [{"at": time.time(),
+                                                                "called": True}]}))
+    (incidents / "c.json").write_text("[1, 2")
+    sidecar = processes.start("sidecar", *target_args(simulator), "--exporter-url", "",
+                              "--incident-dir", str(incidents))
+    assert sidecar.metrics() and "Traceback" not in sidecar.logs()
+    _stops_quickly(sidecar)
+
+
+def test_the_healthcheck_never_asks_a_proxy_for_loopback(simulator, processes):
+    exporter = processes.start("serve", *target_args(simulator))
+    env = _env({"HTTP_PROXY": "http://127.0.0.1:1", "http_proxy": "http://127.0.0.1:1"})
+    env.pop("NO_PROXY", None)
+    env.pop("no_proxy", None)
+    out = subprocess.run([sys.executable, "-m", "exporter", "healthcheck",
+                          exporter.url + "/healthz"], capture_output=True, text=True,
+                         timeout=30, env=env)
+    assert out.returncode == 0, out.stderr  # before the fix: "unhealthy: ProxyError"

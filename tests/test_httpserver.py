@@ -360,3 +360,98 @@ def test_tls_connections_idle_or_stalled_in_the_handshake_hold_no_worker(sockets
         assert threading.active_count() - base <= THREAD_GROWTH_BOUND
     finally:
         sim.stop()
+
+
+# --- a hostile client (the second review's attacks) ----------------------------------------------
+
+class _Pages(QuietHandler):
+    """/metrics and /healthz as the exporter's are (quick paths), and a POST that reads its body."""
+
+    quick_paths = ("/metrics", "/healthz", "/")
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_body(200, b"ok " + self.path.encode(), "text/plain")
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_body(200, b"got %d" % len(body), "text/plain")
+
+
+def test_a_head_over_16_kib_is_answered_431_and_dripped_heads_hold_no_worker(sockets):
+    server = BackgroundServer("127.0.0.1", 0, _Pages).start()
+    try:
+        big = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        sockets.append(big)
+        big.sendall(b"GET /metrics HTTP/1.1\r\nX-A: " + b"a" * 20_000)
+        assert _read_answer(big).startswith(b"HTTP/1.1 431")
+        # 70 heads of 15 KiB, then a byte now and then: before the fix, each such head (at 66 KiB)
+        # went to a worker that waited on the drip, and every worker was held
+        for path in ["/metrics"] * 4 + ["/nothing"] * 66:
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            sock.sendall(f"GET {path} HTTP/1.1\r\nX-A: ".encode() + b"a" * 15_000)
+            sockets.append(sock)
+        for sock in sockets[1:]:
+            sock.sendall(b"a")
+        assert _timed_get(server.url("/metrics")) < 1.0
+        assert _timed_get(server.url("/healthz")) < 1.0
+    finally:
+        server.stop()
+
+
+def test_a_dripped_body_or_an_unread_answer_frees_its_worker(sockets, monkeypatch):
+    import exporter.httpserver as httpserver
+
+    monkeypatch.setattr(httpserver, "BODY_DEADLINE", 0.5)
+    monkeypatch.setattr(httpserver, "WRITE_TIMEOUT", 0.5)
+    server = BackgroundServer("127.0.0.1", 0, _Pages, workers=4, reserved_workers=1).start()
+    try:
+        for _ in range(5):  # more than every worker: a body announced, one byte sent
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            sock.sendall(b"POST /echo HTTP/1.1\r\nContent-Length: 1000\r\n\r\nx")
+            sockets.append(sock)
+        for _ in range(5):  # pipelined scrapes whose answers are never read
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", server.port))
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nX-Pad: " + b"p" * 2000 + b"\r\n\r\n" * 1)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\n\r\n" * 200)
+            sockets.append(sock)
+        poll(lambda: _timed_get(server.url("/healthz"), timeout=2) < 1.0, timeout=10,
+             what="a worker freed by the body deadline or the write timeout")
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /healthz HTTP/1.1\r\nContent-Length: 36\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /echo HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"0\r\n\r\nGET /metrics HTTP/1.1\r\n\r\n",
+    b"POST /echo HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 40\r\n\r\n"
+    b"abcGET /metrics HTTP/1.1\r\n\r\n",
+], ids=["GET with a body", "Content-Length and chunked", "two Content-Lengths"])
+def test_a_body_left_unread_is_never_taken_for_the_next_request(sockets, request_bytes):
+    server = BackgroundServer("127.0.0.1", 0, _Pages).start()
+    try:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        sockets.append(sock)
+        sock.sendall(request_bytes)
+        data = b""
+        for _ in range(1000):  # until the server closes the connection
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            data += piece
+        assert data.count(b"HTTP/1.1 ") == 1, data  # before the fix: a second, smuggled answer
+        assert b"ok /metrics" not in data
+    finally:
+        server.stop()
+
+
+def test_a_post_with_its_whole_body_keeps_the_connection(sockets):
+    server = BackgroundServer("127.0.0.1", 0, _Pages).start()
+    try:
+        with requests.Session() as session:
+            for _ in range(5):
+                assert session.post(server.url("/echo"), data=b"x" * 10, timeout=5).text == "got 10"
+    finally:
+        server.stop()
