@@ -19,7 +19,7 @@ import urllib3.exceptions
 
 from . import parse, transport
 from .config import PUBLIC_FACTORY_URL, ProbeConfig
-from .redact import RecoveryLink, secret_parts
+from .redact import RecoveryLink, mask_values, secret_parts
 from .result import StepFailure
 
 _NOT_JSON = object()
@@ -129,10 +129,8 @@ class PizzaClient:
         """``GET /``: the service's version (it answers 200 even when MySQL is down)."""
         status, data = self._request("GET", self._service("/"), timeout=self.config.timeout)
         self._expect_ok(status, data)
-        version = _parsed(parse.health_version, data, status)
-        for secret in self._secrets:  # a label value and a printed line: never a secret
-            version = version.replace(secret, "***")
-        return version
+        # a label value and a printed line: never a secret
+        return mask_values(_parsed(parse.health_version, data, status), self._secrets)
 
     def login(self) -> str:
         """``PUT /api/auth``: a bearer token for the configured user."""

@@ -55,9 +55,9 @@ class FactoryDirectory:
             return FactoryChoice(config.factory_url, "configured")
         service = config.service_url
         now = self.clock.monotonic()
-        known = self.peek(service)
         with self._lock:
             entry = self._known.get(service)
+        known = entry[0] if entry is not None else None
         if entry is not None and now - entry[1] < self.ttl:
             return entry[0]
         try:

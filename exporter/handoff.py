@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-import ipaddress
 import json
 import math
 import threading
@@ -20,7 +19,7 @@ from typing import Any
 
 import requests
 
-from . import transport
+from . import transport, urls
 from .logs import get_logger
 from .redact import RecoveryLink
 from .result import JourneyResult
@@ -136,13 +135,8 @@ def handoff_allowed(token: str | None, authorization: str, peer: str) -> bool:
     """With a token configured, the client must present it; without, it must be on loopback."""
     if token:
         return hmac.compare_digest(authorization.encode(), f"Bearer {token}".encode())
-    try:
-        address = ipaddress.ip_address(peer.split("%", 1)[0])
-    except ValueError:
-        return False
     # on a dual-stack socket (--listen [::]) an IPv4 client arrives as ::ffff:127.0.0.1
-    mapped = getattr(address, "ipv4_mapped", None)
-    return (mapped or address).is_loopback
+    return urls.is_loopback(peer)
 
 
 class HandoffRefused(ValueError):

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 
+from .redact import mask_values
 from .result import JourneyResult
 
 LOGGER_NAME = "pizza_probe"
@@ -35,13 +36,10 @@ class _Formatter(logging.Formatter):
         self.fmt = fmt
         # The process's own secrets (password, tokens), replaced by value in every line: the
         # last guard, behind the redaction each detail already had where it was made.
-        self.secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+        self.secrets = frozenset(s for s in secrets if s)
 
     def _clean(self, value):
-        if isinstance(value, str):
-            for secret in self.secrets:
-                value = value.replace(secret, "***")
-        return value
+        return mask_values(value, self.secrets) if isinstance(value, str) else value
 
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
@@ -80,8 +78,7 @@ def redact_also(values, logger: logging.Logger | None = None) -> None:
     for handler in (logger or get_logger()).handlers:
         formatter = handler.formatter
         if isinstance(formatter, _Formatter):
-            known = set(formatter.secrets) | {v for v in values if v}
-            formatter.secrets = tuple(sorted(known, key=len, reverse=True))
+            formatter.secrets = formatter.secrets | {v for v in values if v}
 
 
 def journey_fields(result: JourneyResult) -> dict:

@@ -75,6 +75,10 @@ class Modules:
     patterns: tuple[re.Pattern, ...] = ()
     source: str | None = None
 
+    def passwords(self) -> list[str]:
+        """The modules' passwords: what no log line or answer may show."""
+        return [module.probe.password for module in self.modules.values()]
+
     def allows(self, target: str, also: Iterable[str] = ()) -> bool:
         """Whether ``/probe`` may probe ``target`` (a normalized URL)."""
         if target in self.targets or target in also:
@@ -435,7 +439,7 @@ class ModulesSource:
             modules = load_modules(self.path, environ=self.environ)
             if not modules.modules:
                 raise ConfigError(f"config.file {self.path}: defines no module (modules:)")
-        redact_also(self.secrets(modules))  # no log line shows a module's password
+        redact_also(modules.passwords())  # no log line shows a module's password
         for name in self.required:
             if name not in modules.modules:
                 raise ConfigError(f"module: no module {name!r} for the scheduled journeys "
@@ -445,11 +449,6 @@ class ModulesSource:
     @property
     def current(self) -> Modules:
         return self._current
-
-    @staticmethod
-    def secrets(modules: Modules) -> list[str]:
-        """The passwords of ``modules``: what no log line or answer may show."""
-        return [module.probe.password for module in modules.modules.values()]
 
     def reload(self) -> None:
         """Read the file again. If it is broken, log why, keep the old modules and raise

@@ -58,14 +58,18 @@ def secret_parts(url: str) -> list[str]:
     return values
 
 
-def scrub(text: str, secrets: Iterable[str | None] = (), limit: int = 120) -> str:
+def mask_values(text: str, secrets: Iterable[str | None]) -> str:
     """Redaction by value: every secret in ``secrets`` (a password, a token, a link's key and
-    fix code) replaced by ``***`` wherever it stands in ``text``, then :func:`redact_text`.
-    The one function for text that came from outside (an answer's message, an exception)."""
-    cleaned = str(text)
+    fix code) replaced by ``***`` wherever it stands in ``text``, the longest first."""
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        cleaned = cleaned.replace(secret, MASK)
-    return redact_text(cleaned, limit)
+        text = text.replace(secret, MASK)
+    return text
+
+
+def scrub(text: str, secrets: Iterable[str | None] = (), limit: int = 120) -> str:
+    """:func:`mask_values`, then :func:`redact_text`: the one function for text that came from
+    outside (an answer's message, an exception)."""
+    return redact_text(mask_values(str(text), secrets), limit)
 
 
 def redact_text(text: str, limit: int = 120) -> str:

@@ -8,7 +8,8 @@ One place for the journey, verify, the recovery link and the hand-off, so they c
   ``SSL_CERT_FILE`` (read by OpenSSL and most other clients) that is set; otherwise the bundle
   ``requests`` ships (certifi). Verification is never turned off.
 - **Proxies.** ``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY`` and ``NO_PROXY`` (either case) are
-  honoured exactly as ``requests`` reads them, for each request's own URL.
+  honoured as ``requests`` reads them, for each request's own URL, except that a loopback host
+  never goes through a proxy (:func:`proxies_for`).
 - **Nothing else.** A ``.netrc`` never adds credentials: sessions do not trust the environment
   as a whole (``trust_env`` is off), only the settings above.
 """
@@ -16,7 +17,6 @@ One place for the journey, verify, the recovery link and the hand-off, so they c
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import socket
 import ssl
@@ -35,8 +35,6 @@ from .config import ConfigError, read_regular_file
 
 # Read in this order when no --ca-file is given.
 CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
-
-
 MAX_CA_FILE_BYTES = 16 << 20  # the system bundle is about 200 KiB
 
 
@@ -109,19 +107,11 @@ def proxies_for(url: str) -> dict[str, str]:
     machine (the hand-off with its token, a local service with the password) never goes
     through a proxy."""
     try:
-        host = urls.parse(url).host
-        if host == "localhost" or host.endswith(".localhost") or _is_loopback(host):
+        if urls.is_loopback(urls.parse(url).host):
             return {}
         return get_environ_proxies(url)
     except ValueError:  # a URL urllib cannot split: no proxy, the request will fail on its own
         return {}
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def causes(exc: BaseException, limit: int = 64) -> Iterator[BaseException]:

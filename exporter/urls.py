@@ -11,6 +11,7 @@ the text as written, in :attr:`Url.raw_netloc` and :attr:`Url.raw_path`.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 
 from urllib3.exceptions import LocationParseError
@@ -68,6 +69,21 @@ def parse(text: str) -> Url:
         raw_netloc=match.group(1) if match else "",
         raw_path=match.group(2) if match else "",
     )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, a peer's included) is this machine: localhost,
+    127.0.0.0/8, ::1, or an IPv4 loopback address as a dual-stack socket shows it
+    (``::ffff:127.0.0.1``)."""
+    host = host.strip("[]").split("%", 1)[0].lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
 
 
 def host_of(text: str) -> str:

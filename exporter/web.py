@@ -152,7 +152,7 @@ def make_handler(registry: CollectorRegistry, history: History | None = None,
                 self.send_body(exc.status, f"{exc.message}\n".encode(), text)
                 return
             except Exception as exc:  # noqa: BLE001 (a bug of ours: one log line and a 500)
-                secrets = fleet.modules.secrets(fleet.modules.current)
+                secrets = fleet.modules.current.passwords()
                 get_logger().error("probe crashed", extra={"fields": {
                     "error": type(exc).__name__, "detail": scrub(str(exc), secrets)}})
                 self.send_body(500, b"internal error; see the exporter's log\n", text)
