@@ -18,8 +18,8 @@ import re
 import tempfile
 
 import requests
-
 from common import blackbox_exporter, free_port, header, median, percentile, pizza_probe, stop, wait_http
+
 from exporter.config import ProbeConfig
 from exporter.journey import run_journey
 
@@ -60,8 +60,10 @@ def main() -> int:
             rows.append((delay, ours, theirs))
     finally:
         stop(blackbox)
-    ms = lambda s: f"{s * 1000:.2f} ms"
-    print("| true delay | pizza-probe steps | excess median | excess p99 | blackbox probes | excess median | excess p99 |")
+    def ms(s):
+        return f"{s * 1000:.2f} ms"
+    print("| true delay | pizza-probe steps | excess median | excess p99 "
+          "| blackbox probes | excess median | excess p99 |")
     print("|---|---|---|---|---|---|---|")
     for delay, ours, theirs in rows:
         print(f"| {delay * 1000:.0f} ms | {len(ours)} | {ms(median(ours))} | {ms(percentile(ours, 99))} "

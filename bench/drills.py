@@ -20,8 +20,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from exporter.demo import Demo, DemoOptions  # noqa: E402
-from exporter.logs import setup_logging  # noqa: E402
+from exporter.demo import Demo, DemoOptions
+from exporter.logs import setup_logging
 
 
 def machine() -> str:
@@ -64,7 +64,8 @@ def main() -> int:
     print(f"machine: {machine()}")
     print(f"probe interval {i:g}s, throttle delay {args.throttle_delay:g}s, "
           f"{args.rounds} drills per mode, {elapsed:.0f}s in all\n")
-    print("| mode | drills | recovered | median detect | detect / interval | median recover | recover / interval | max recover |")
+    print("| mode | drills | recovered | median detect | detect / interval "
+          "| median recover | recover / interval | max recover |")
     print("|---|---|---|---|---|---|---|---|")
     for mode in demo.options.modes:
         drills = [d for d in demo.timeline.drills if d.mode == mode]

@@ -19,6 +19,7 @@ reported too, since other processes may share it.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -30,9 +31,22 @@ import time
 
 import requests
 import yaml
+from common import (
+    cpu_seconds,
+    free_port,
+    free_port_block,
+    header,
+    loadavg,
+    machine_cpu_seconds,
+    median,
+    percentile,
+    pizza_probe,
+    rss_bytes,
+    stop,
+    threads_and_fds,
+    wait_http,
+)
 
-from common import (cpu_seconds, free_port, free_port_block, header, loadavg, machine_cpu_seconds,
-                    median, percentile, pizza_probe, rss_bytes, stop, threads_and_fds, wait_http)
 from exporter.config import parse_duration
 
 JOB = "pizza-fleet"
@@ -315,7 +329,7 @@ def summarize(args, n, timeout, idle_rate, discovered, samples, figures, failure
     outcomes = {o: journeys(last["metrics"], o) - journeys(first["metrics"], o)
                 for o in ("journey", "cached", "joined", "refused", "busy")}
     rates = [(journeys(b["metrics"]) - journeys(a["metrics"])) / (b["t"] - a["t"])
-             for a, b in zip(samples, samples[1:]) if a["metrics"] and b["metrics"]]
+             for a, b in itertools.pairwise(samples) if a["metrics"] and b["metrics"]]
     in_flight = [s["metrics"].get("pizza_probe_fleet_journeys_in_flight", 0.0)
                  for s in samples if s["metrics"]]
     machine_busy = last["machine_busy"] - first["machine_busy"]

@@ -18,9 +18,8 @@ import tempfile
 import time
 
 import requests
+from common import blackbox_exporter, cpu_seconds, free_port, header, pizza_probe, rss_bytes, stop, wait_http
 
-from common import (blackbox_exporter, cpu_seconds, free_port, header, pizza_probe, rss_bytes,
-                    stop, wait_http)
 from exporter.simulator import Simulator, SimulatorOptions
 
 
@@ -83,11 +82,13 @@ def main() -> int:
             rows.append((measure_ours(sim, args.seconds, args.interval), measure_blackbox(sim, args.seconds)))
     finally:
         sim.stop()
-    per_request = lambda m: m["cpu"] / m["requests"] * 1e6
+    def per_request(m):
+        return m["cpu"] / m["requests"] * 1e6
     ours = sorted(per_request(o) for o, _ in rows)
     theirs = sorted(per_request(b) for _, b in rows)
     mid = len(rows) // 2
-    print("| round | pizza-probe requests | pizza-probe CPU µs/request | blackbox requests | blackbox CPU µs/request | ratio |")
+    print("| round | pizza-probe requests | pizza-probe CPU µs/request "
+          "| blackbox requests | blackbox CPU µs/request | ratio |")
     print("|---|---|---|---|---|---|")
     for i, (o, b) in enumerate(rows, 1):
         print(f"| {i} | {o['requests']:.0f} | {per_request(o):.0f} | {b['requests']} | {per_request(b):.0f} "

@@ -16,8 +16,8 @@ import threading
 import time
 
 import requests
-
 from common import free_port, header, pizza_probe, rss_bytes, stop, wait_http
+
 from exporter.simulator import CHAOS_MODES, Simulator, SimulatorOptions
 
 
@@ -95,7 +95,8 @@ def main() -> int:
     checks = {
         "success + failure == simulator's journeys + refused after close": success + failure == seen + refused,
         "sum of pizza_probe_failures_total == failures": total(values, "pizza_probe_failures_total") == failure,
-        "health step count == journeys": values['pizza_probe_step_duration_seconds_count{step="health"}'] == success + failure,
+        "health step count == journeys":
+            values['pizza_probe_step_duration_seconds_count{step="health"}'] == success + failure,
         "journey duration count == journeys": values["pizza_probe_duration_seconds_count"] == success + failure,
     }
     growth = (rss_end - rss_1000) / rss_1000 * 100

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 import requests
@@ -25,7 +26,7 @@ def poll(check: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.0
             value = check()
             if value:
                 return value
-        except Exception as exc:  # the server may not be up yet
+        except Exception as exc:  # noqa: BLE001 (the server may not be up yet: polled again)
             last_error = exc
         if time.monotonic() >= deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")

@@ -69,7 +69,7 @@ def deadline_wait(check, *, timeout: float, interval: float = 0.2, what: str):
                 return value
         except EngineError:
             raise
-        except Exception as exc:  # not up yet
+        except Exception as exc:  # noqa: BLE001 (not up yet: polled again until the deadline)
             last = exc
         if time.monotonic() >= end:
             raise EngineError(f"timed out after {timeout:.0f}s waiting for {what}"
@@ -166,7 +166,7 @@ class Dockerd:
             "COMPOSE_DOCKER_CLI_BUILD": "0",
         }
 
-    def start(self, timeout: float = 60) -> "Dockerd":
+    def start(self, timeout: float = 60) -> Dockerd:
         dockerd = sbin("dockerd")
         daemon_json = os.path.join(self.base, "daemon.json")
         with open(daemon_json, "w") as handle:

@@ -115,7 +115,7 @@ class WebhookCatcher:
         outer = self
 
         class Handler(QuietHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0") or 0))
                 try:
                     outer.alerts += [a["labels"]["alertname"] for a in _json.loads(body)["alerts"]]

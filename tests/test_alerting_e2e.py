@@ -17,7 +17,7 @@ import yaml
 
 from conftest import poll, set_chaos, start_simulator, target_args, value
 from processes import Processes
-from promstack import RULES, REPO, Alertmanager, Prometheus, WebhookCatcher, shipped_alertmanager_config
+from promstack import REPO, RULES, Alertmanager, Prometheus, WebhookCatcher, shipped_alertmanager_config
 
 TOKEN = "e2e-webhook-token-5d1c"
 DASHBOARD = os.path.join(REPO, "dashboards", "pizza-probe.json")
@@ -48,7 +48,8 @@ def stack(tmp_path_factory):
         s.alertmanager = Alertmanager(tmp, shipped_alertmanager_config(
             s.sidecar.url + "/alertmanager", str(token_file), s.humans.url))
         daemons.append(s.alertmanager)
-        address = lambda url: url.split("//", 1)[1]
+        def address(url):
+            return url.split("//", 1)[1]
         s.prometheus = Prometheus(tmp, {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [RULES],
@@ -77,7 +78,8 @@ def drill(stack):
          what="Prometheus to see a good order")
     started = time.monotonic()
     set_chaos(s.sim, "fail")
-    firing = lambda: [a for a in s.prometheus.alerts("PizzaSyntheticOrderFailing") if a["state"] == "firing"]
+    def firing():
+        return [a for a in s.prometheus.alerts("PizzaSyntheticOrderFailing") if a["state"] == "firing"]
     times["alert"] = poll(firing, timeout=60, what="PizzaSyntheticOrderFailing to fire")
     times["fired"] = time.monotonic() - started
     poll(lambda: value(s.sidecar.metrics(), "pizza_recovery_alerts_received_total", status="firing") >= 1,

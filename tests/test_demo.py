@@ -45,8 +45,9 @@ def test_simulate_serves_the_service_and_switches_chaos_on_schedule(processes):
     factory = poll(lambda: re.search(r"factory\s+(http://127\.0\.0\.1:\d+)", sim.logs()),
                    what="the factory URL").group(1)
     assert "vendor-test-key" in sim.logs()
-    state = lambda: requests.get(f"{factory}/api/vendor/chaos", timeout=5,
-                                 headers={"Authorization": "Bearer vendor-test-key"}).json()
+    def state():
+        return requests.get(f"{factory}/api/vendor/chaos", timeout=5,
+                            headers={"Authorization": "Bearer vendor-test-key"}).json()
     poll(lambda: state()["chaos"] == "badjwt", what="the scheduled chaos")
     out = subprocess.run([sys.executable, "-m", "exporter", "once", "--json", "--service-url", sim.url,
                           "--factory-url", factory], capture_output=True, text=True, timeout=60)

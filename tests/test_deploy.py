@@ -58,8 +58,9 @@ def test_dockerfile_essentials():
 def test_requirements_pin_exactly_the_install_requires():
     parser = configparser.ConfigParser()
     parser.read(os.path.join(REPO, "setup.cfg"))
-    names = lambda lines: sorted(re.split(r"[<>=!~ ]", line.strip())[0].lower()
-                                 for line in lines if line.strip() and not line.startswith("#"))
+    def names(lines):
+        return sorted(re.split(r"[<>=!~ ]", line.strip())[0].lower()
+                      for line in lines if line.strip() and not line.startswith("#"))
     wanted = names(parser["options"]["install_requires"].splitlines())
     pinned = open(os.path.join(REPO, "requirements.txt")).read().splitlines()
     assert names(pinned) == wanted

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import itertools
 import json
 import shutil
 import socket
@@ -26,18 +27,19 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import Callable
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from conftest import http_get, poll, samples, value
 from exporter.config import ProbeConfig
 from exporter.journey import run_journey
 from exporter.result import REASONS, STEPS, JourneyResult
 from exporter.runtime import start_exporter
+
+from conftest import http_get, poll, samples, value
 
 TIMEOUT = 1.0  # each step but the order
 ORDER_TIMEOUT = 2.0
@@ -213,7 +215,7 @@ class FaultServer:
         while not self.stopping.is_set():
             try:
                 conn, _ = self.listener.accept()
-            except (socket.timeout, BlockingIOError):
+            except (TimeoutError, BlockingIOError):
                 continue
             except OSError:
                 return
@@ -399,7 +401,7 @@ def make_self_signed(cert: str, key: str) -> None:
 
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name)
         .public_key(private.public_key()).serial_number(x509.random_serial_number())
@@ -688,7 +690,7 @@ def test_loop_keeps_scraping_and_probing_on_time(lab, name):
             started = time.monotonic()
             try:
                 status, text = http_get(url, timeout=1)
-            except Exception as exc:  # recorded, not retried away: every scrape must answer
+            except Exception as exc:  # noqa: BLE001 (recorded, not retried away: every scrape must answer)
                 errors.append(repr(exc))
                 return False
             scrapes.append(time.monotonic() - started)
@@ -723,7 +725,7 @@ def test_loop_keeps_scraping_and_probing_on_time(lab, name):
     assert len(last_runs) >= 3 and last_runs == sorted(last_runs)
     assert set(last_runs) <= {r.started_at for r in journeys}
     starts = [r.started_at for r in done]
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert all(gap <= INTERVAL + budget + 1 for gap in gaps), gaps
-    gauge_gaps = [b - a for a, b in zip(last_runs, last_runs[1:])]
+    gauge_gaps = [b - a for a, b in itertools.pairwise(last_runs)]
     assert all(gap <= INTERVAL + budget + 1 for gap in gauge_gaps), gauge_gaps

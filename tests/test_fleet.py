@@ -19,7 +19,6 @@ serve could sleep through a SIGHUP that landed on a thread other than the main o
 from __future__ import annotations
 
 import collections
-from dataclasses import replace as dataclasses_replace
 import ctypes
 import http.client
 import io
@@ -34,12 +33,12 @@ import socket
 import subprocess
 import threading
 import time
+from dataclasses import replace as dataclasses_replace
 
 import pytest
 import requests
 import yaml
 
-from conftest import poll, set_chaos, value
 from exporter.config import ProbeConfig
 from exporter.fleet import ProbeRefused, ProbeService
 from exporter.journey import run_journey
@@ -47,6 +46,8 @@ from exporter.logs import LOGGER_NAME, setup_logging
 from exporter.modules import ModulesSource
 from exporter.result import STEPS
 from exporter.runtime import start_exporter
+
+from conftest import poll, set_chaos, value
 
 PASSWORD_ENV = "FLEET_TEST_PROBE_PASSWORD"
 PASSWORD = f"fleet-pass-{secrets.token_hex(8)}"  # unique, so a grep for it finds only leaks

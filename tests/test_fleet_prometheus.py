@@ -20,10 +20,11 @@ import time
 import pytest
 import yaml
 
-from conftest import set_chaos
 from exporter.config import ProbeConfig, parse_duration
 from exporter.fleet import ProbeRefused, ProbeService
 from exporter.modules import ModulesSource, load_modules, normalize_target
+
+from conftest import set_chaos
 from promstack import REPO, Prometheus, binary
 
 FLEET = os.path.join(REPO, "deploy", "fleet")
@@ -98,9 +99,10 @@ def test_prometheus_scrapes_three_targets_through_probe_and_sees_success_per_tar
     })
     try:
         def observe() -> dict:
-            by_instance = lambda expr, key=None: sorted(
-                (r["metric"]["instance"], *(r["metric"].get(k) for k in key or ()), r["value"][1])
-                for r in prometheus.query(expr))
+            def by_instance(expr, key=None):
+                return sorted(
+                    (r["metric"]["instance"], *(r["metric"].get(k) for k in key or ()), r["value"][1])
+                    for r in prometheus.query(expr))
             return {
                 "success": by_instance('pizza_probe_success{job="pizza-fleet"}'),
                 "up": by_instance('up{job="pizza-fleet"}'),
@@ -202,11 +204,16 @@ def test_the_example_fleet_alerts_fire_for_the_failing_service_only(tmp_path):
     out = subprocess.run([binary("promtool"), "check", "rules", FLEET_RULES],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "SUCCESS: 2 rules found" in out.stdout, out.stdout + out.stderr
-    series = lambda name, instance, values: {
-        "series": f'{name}{{job="pizza-fleet", instance="{instance}", module="default"}}',
-        "values": values}
-    labels = lambda instance: {"job": "pizza-fleet", "instance": instance, "module": "default",
-                               "severity": "warning"}
+    def series(name, instance, values):
+        return {
+            "series": f'{name}{{job="pizza-fleet", instance="{instance}", module="default"}}',
+            "values": values}
+
+    def labels(instance):
+        return {"job": "pizza-fleet", "instance": instance, "module": "default",
+                "severity": "warning"}
+
+
     unit = {
         "rule_files": [FLEET_RULES],
         "evaluation_interval": "30s",

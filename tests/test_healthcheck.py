@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
+from exporter.healthcheck import DEFAULT_URL, HealthcheckError, find_command, own_url, pizza_args, read_process, url_for
+
 from conftest import poll
-from exporter.healthcheck import (DEFAULT_URL, HealthcheckError, find_command, own_url,
-                                  pizza_args, read_process, url_for)
 
 
 def fake_process(proc, pid: int, argv: list[str], env: dict[str, str] | None = None,

@@ -22,7 +22,6 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry, generate_latest
 
-from conftest import FakeClock, poll, set_chaos, target_args, value
 from exporter.clock import SystemClock
 from exporter.config import ConfigError, ProbeConfig
 from exporter.handoff import ExporterFeed, HandoffRefused, ProbeReport, handoff_allowed
@@ -33,8 +32,10 @@ from exporter.modules import parse_modules
 from exporter.recovery import LinkOutcome, LinkPolicy, call_link
 from exporter.redact import RecoveryLink
 from exporter.result import JourneyResult, StepResult
-from exporter.simulator import HttpError
 from exporter.sidecar import RecoveryMetrics, Sidecar, SidecarOptions
+from exporter.simulator import HttpError
+
+from conftest import FakeClock, poll, set_chaos, target_args, value
 
 KEY = "0123456789abcdef0123456789abcdef"
 CODE = "fedcba9876543210fedcba9876543210"
@@ -54,7 +55,7 @@ class Answering:
             def log_message(self, *args):
                 pass
 
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 outer.paths.append(self.path)
                 answer(self)
 
@@ -298,13 +299,19 @@ def test_a_tiny_or_malformed_scrape_budget_is_refused(make_simulator, processes,
     assert status == 200 and value(body, "pizza_probe_success") == 1
 
 
-def test_a_timeout_under_one_scrapes_budget_is_not_served_to_the_next(make_simulator, processes,
-                                                                       tmp_path):
-    sim = make_simulator(delay=0.2)  # about 1.5 s a journey
+def slow_shop_behind_probe(make_simulator, processes, tmp_path, min_interval: str):
+    """A simulator whose journey takes about 1.5 s, and ``serve`` probing it through /probe
+    with that ``min_interval``: (simulator, exporter)."""
+    sim = make_simulator(delay=0.2)
     path = tmp_path / "modules.yml"
     path.write_text(f"modules:\n  default:\n    factory_url: {sim.factory_url}\n"
-                    f"    min_interval: 1h\ntargets: ['{sim.service_url}']\n")
-    exporter = processes.start("serve", "--config.file", str(path))
+                    f"    min_interval: {min_interval}\ntargets: ['{sim.service_url}']\n")
+    return sim, processes.start("serve", "--config.file", str(path))
+
+
+def test_a_timeout_under_one_scrapes_budget_is_not_served_to_the_next(make_simulator, processes,
+                                                                       tmp_path):
+    sim, exporter = slow_shop_behind_probe(make_simulator, processes, tmp_path, "1h")
     status, body = probe(exporter, sim.service_url, {"X-Prometheus-Scrape-Timeout-Seconds": "1"})
     assert status == 200 and value(body, "pizza_probe_success") == 0
     status, body = probe(exporter, sim.service_url, {"X-Prometheus-Scrape-Timeout-Seconds": "10"})
@@ -551,11 +558,7 @@ def test_a_client_looping_tiny_budgets_cannot_make_honest_scrapes_fail(make_simu
                                                                         tmp_path):
     import threading
 
-    sim = make_simulator(delay=0.2)  # about 1.5 s a journey
-    path = tmp_path / "modules.yml"
-    path.write_text(f"modules:\n  default:\n    factory_url: {sim.factory_url}\n"
-                    f"    min_interval: 2s\ntargets: ['{sim.service_url}']\n")
-    exporter = processes.start("serve", "--config.file", str(path))
+    sim, exporter = slow_shop_behind_probe(make_simulator, processes, tmp_path, "2s")
     stop = threading.Event()
     attacks: list[int] = []
 

@@ -15,9 +15,10 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry
 
-from conftest import poll, target_args
 from exporter.httpserver import BackgroundServer, QuietHandler
 from exporter.web import make_handler
+
+from conftest import poll, target_args
 
 # Threads a server may add for 400 idle clients: a dispatcher and the few workers the test's
 # sequential requests need (the old server started one thread per connection: 400).
@@ -214,7 +215,7 @@ class _Slow(QuietHandler):
     started = 0
     lock = threading.Lock()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path == "/slow":
             with self.lock:
                 type(self).started += 1
@@ -277,11 +278,11 @@ def test_a_server_full_of_waiting_requests_sheds_one_for_a_health_check():
 
 
 class _Echo(QuietHandler):
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.send_body(200, body[::-1], "text/plain")
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.send_body(200, self.path.encode(), "text/plain")
 
     do_HEAD = do_GET
@@ -369,10 +370,10 @@ class _Pages(QuietHandler):
 
     quick_paths = ("/metrics", "/healthz", "/")
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.send_body(200, b"ok " + self.path.encode(), "text/plain")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.send_body(200, b"got %d" % len(body), "text/plain")
 

@@ -25,8 +25,18 @@ import pytest
 import yaml
 
 from conftest import value
-from dockerd import (REPO, STALE_PREFIX, Dockerd, EngineError, apt_mirror, deadline_wait,
-                     from_tags, import_standin, remove_stale_engines, standin_tarball)
+from dockerd import (
+    REPO,
+    STALE_PREFIX,
+    Dockerd,
+    EngineError,
+    apt_mirror,
+    deadline_wait,
+    from_tags,
+    import_standin,
+    remove_stale_engines,
+    standin_tarball,
+)
 from promstack import binary
 
 IMAGE = "pizza-probe:latest"  # the compose file's tag
@@ -129,7 +139,7 @@ def image(tmp_path_factory):
         engine.stop()
         raise
     warnings.warn(ImageTestNote("image test setup: " + ", ".join(
-        f"{name} {seconds:.1f}s" for name, seconds in timings.items())))
+        f"{name} {seconds:.1f}s" for name, seconds in timings.items())), stacklevel=2)
     yield Image(engine, timings)
     left = engine.stop()
     assert not [m for m in left if "/exec/" not in m and "/data/" not in m], left
@@ -316,7 +326,7 @@ def compose_copy(tmp_path) -> str:
 def test_compose_demo_profile_runs_the_stack_it_can_build(image, tmp_path):
     warnings.warn(ImageTestNote(
         "compose: started pizza-probe, pizza-probe-sidecar and simulator only; prometheus, "
-        "alertmanager and grafana need registry images this machine cannot pull"))
+        "alertmanager and grafana need registry images this machine cannot pull"), stacklevel=2)
     folder = compose_copy(tmp_path)
     project = "image-test"
     base = [binary("docker-compose"), "-p", project, "-f", "docker-compose.yml",

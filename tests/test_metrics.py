@@ -22,7 +22,8 @@ def ok_result(t=1_700_000_000.0):
 def failed_result(t=1_700_000_100.0, link=True):
     steps = (StepResult("health", True, 0.01, 200), StepResult("order", False, 0.02, 500, "factory_error"))
     return JourneyResult(False, t, 0.04, steps, failed_step="order", reason="factory_error", status=500,
-                         chaos_link=RecoveryLink("https://f/api/support/KEYKEY/report/CODECODE", "reportUrl") if link else None,
+                         chaos_link=RecoveryLink("https://f/api/support/KEYKEY/report/CODECODE",
+                                                 "reportUrl") if link else None,
                          target_version="v2")
 
 

@@ -14,8 +14,15 @@ from hypothesis import strategies as st
 from exporter import modules as modules_module
 from exporter.config import ConfigError, ProbeConfig
 from exporter.logs import LOGGER_NAME
-from exporter.modules import (DEFAULT_MIN_INTERVAL, MAX_TARGET_LENGTH, Module, ModulesSource,
-                              load_modules, normalize_target, parse_modules)
+from exporter.modules import (
+    DEFAULT_MIN_INTERVAL,
+    MAX_TARGET_LENGTH,
+    Module,
+    ModulesSource,
+    load_modules,
+    normalize_target,
+    parse_modules,
+)
 
 SECRET = "hunter2-Zq81"
 SOURCE = "modules.yml"
@@ -141,7 +148,7 @@ HEAD = "https://pizza-service.example.com:8443"
 def test_a_listed_target_is_allowed_whatever_the_case_of_its_scheme_and_host(flips, slash):
     head = HEAD
     listed = parse(f"targets: ['{head}/base']")
-    variant = "".join(c.upper() if f else c for c, f in zip(head, flips)) + "/base"
+    variant = "".join(c.upper() if f else c for c, f in zip(head, flips, strict=False)) + "/base"
     assert listed.allows(normalize_target(variant + ("/" if slash else "")))
     assert not listed.allows(normalize_target(variant + "/Base"))  # the path is case-sensitive
 

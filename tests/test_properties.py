@@ -575,7 +575,8 @@ def test_an_admitted_link_goes_to_an_allowed_host(url):
 
 
 @SETTINGS
-@given(entries=st.lists(st.one_of(st.text(max_size=20), ALLOWED_URLS, st.from_regex(r"[a-z.]{1,10}:\d{1,6}", fullmatch=True)),
+@given(entries=st.lists(st.one_of(st.text(max_size=20), ALLOWED_URLS,
+                                  st.from_regex(r"[a-z.]{1,10}:\d{1,6}", fullmatch=True)),
                         max_size=4))
 @example(entries=["http://factory.example:99999"])
 def test_link_policy_builds_or_refuses_an_entry_with_a_config_error(entries):
@@ -616,7 +617,8 @@ def test_classify_answer_on_a_deeply_nested_body():
 
 ALERTS = st.fixed_dictionaries(
     {"status": st.one_of(st.sampled_from(["firing", "resolved"]), SCALARS),
-     "labels": st.one_of(st.dictionaries(TEXT, TEXT, max_size=3), st.dictionaries(TEXT, SCALARS, max_size=3), ANY_SMALL),
+     "labels": st.one_of(st.dictionaries(TEXT, TEXT, max_size=3),
+                         st.dictionaries(TEXT, SCALARS, max_size=3), ANY_SMALL),
      "startsAt": st.one_of(st.just("2024-01-01T00:00:00Z"), SCALARS)},
     optional={"fingerprint": st.one_of(TEXT, SCALARS), "endsAt": TEXT},
 )

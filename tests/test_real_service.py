@@ -16,8 +16,9 @@ import sys
 
 import pytest
 
-from conftest import poll, value
 from exporter.transport import CA_VARIABLES
+
+from conftest import poll, value
 
 FAST = ["--slow-threshold", "0.5s", "--timeout", "5s", "--order-timeout", "10s"]
 
@@ -44,6 +45,14 @@ def trust(sim, how: str) -> tuple[list[str], dict[str, str]]:
     if how == "ca-file":
         return ["--ca-file", sim.ca_file], child_env()
     return [], child_env(REQUESTS_CA_BUNDLE=sim.ca_file)
+
+
+def exporter_and_sidecar(processes, target: list[str], env: dict[str, str], *sidecar_args: str):
+    """``serve`` every 0.3 s and a ``sidecar`` reading its hand-off, 0.2 s cooldown."""
+    exporter = processes.start("serve", *target, "--interval", "0.3s", env=env)
+    sidecar = processes.start("sidecar", *target, "--exporter-url", exporter.url,
+                              "--cooldown", "0.2s", *sidecar_args, env=env)
+    return exporter, sidecar
 
 
 def chaos(sim, mode: str) -> None:
@@ -84,10 +93,8 @@ def test_the_sidecar_heals_every_mode_of_a_factory_behind_tls(make_tls_simulator
     sim = make_tls_simulator(throttle_delay=1.0)
     flags, env = trust(sim, how)
     target = ["--service-url", sim.service_url, "--factory-url", sim.factory_url, *flags, *FAST]
-    exporter = processes.start("serve", *target, "--interval", "0.3s", env=env)
-    sidecar = processes.start("sidecar", *target, "--exporter-url", exporter.url,
-                              "--cooldown", "0.2s", "--incident-dir", str(tmp_path / "incidents"),
-                              env=env)
+    exporter, sidecar = exporter_and_sidecar(processes, target, env,
+                                             "--incident-dir", str(tmp_path / "incidents"))
     poll(lambda: value(exporter.metrics(), "pizza_probe_orders_total", result="success") >= 1,
          timeout=20, what="a good journey over TLS")
     text = exporter.metrics()
@@ -95,7 +102,8 @@ def test_the_sidecar_heals_every_mode_of_a_factory_behind_tls(make_tls_simulator
                  factory=sim.factory_url) == 1
     for healed, mode in enumerate(("fail", "badjwt", "throttle"), start=1):
         chaos(sim, mode)
-        poll(lambda: sim.factory.resolutions == healed and sim.factory.mode is None, timeout=30,
+        poll(lambda healed=healed: sim.factory.resolutions == healed and sim.factory.mode is None,
+             timeout=30,
              what=f"the sidecar to end {mode} chaos over TLS")
         poll(lambda: value(sidecar.metrics(), "pizza_recovery_incident_open") == 0, timeout=30,
              what=f"the {mode} incident to be verified and closed")
@@ -132,9 +140,7 @@ def test_without_the_ca_the_fail_link_is_never_called(make_tls_simulator, proces
     assert attempt["result"] == "error" and "certificate verify failed" in attempt["detail"]
 
     target = ["--service-url", sim.service_url, "--factory-url", sim.factory_url, *FAST]
-    exporter = processes.start("serve", *target, "--interval", "0.3s", env=child_env())
-    sidecar = processes.start("sidecar", *target, "--exporter-url", exporter.url,
-                              "--cooldown", "0.2s", env=child_env())
+    _, sidecar = exporter_and_sidecar(processes, target, child_env())
     poll(lambda: (value(sidecar.metrics(), "pizza_recovery_attempts_total", result="error")
                   or 0) >= 2, timeout=20, what="the sidecar's failed link calls")
     assert "certificate verify failed" in sidecar.logs()
@@ -156,9 +162,7 @@ def test_a_discovered_factory_off_the_allow_list_is_never_called(make_tls_simula
     sim = make_tls_simulator()  # its factory: https://127.x.y.z, on no allow-list
     chaos(sim, "fail")
     target = ["--service-url", sim.service_url, "--ca-file", sim.ca_file, *FAST]
-    exporter = processes.start("serve", *target, "--interval", "0.3s", env=child_env())
-    sidecar = processes.start("sidecar", *target, "--exporter-url", exporter.url,
-                              "--cooldown", "0.2s", env=child_env())
+    _, sidecar = exporter_and_sidecar(processes, target, child_env())
     poll(lambda: (value(sidecar.metrics(), "pizza_recovery_attempts_total", result="refused")
                   or 0) >= 1, timeout=20, what="the sidecar to refuse the link")
     assert "is not on the allow-list" in sidecar.logs()

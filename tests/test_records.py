@@ -23,10 +23,11 @@ from exporter.recovery import LinkPolicy
 from exporter.result import JourneyResult, StepResult
 from exporter.sidecar import RecoveryMetrics, Sidecar, SidecarOptions
 
-from conftest import poll, set_chaos, target_args as target, value
+from conftest import poll, set_chaos, value
+from conftest import target_args as target
+from processes import CLEAN_ENV, assert_one_line_error, pizza_probe
 
 ID = re.compile(r"incident-\d{8}T\d{6}Z-[0-9a-f]{8}")
-from processes import CLEAN_ENV, assert_one_line_error, pizza_probe
 
 
 def records(directory) -> dict[str, dict]:
@@ -174,7 +175,7 @@ def test_four_concurrent_once_recover_write_four_records(simulator, tmp_path):
     assert len(found) == 4, sorted(found)
     assert all(ID.fullmatch(i) for i in found)
     assert len(list(incidents.glob("*.md"))) == 4
-    for (stdout, _), proc in zip(outputs, procs):
+    for stdout, _ in outputs:
         (line,) = [line for line in stdout.splitlines() if line.startswith("incident record:")]
         assert line.removeprefix("incident record: ").removesuffix(".md").endswith(
             tuple(found)), line

@@ -15,12 +15,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.alertmanager import WebhookError, parse_webhook
 from exporter.config import ProbeConfig
-from exporter.handoff import LatestJourney, handoff_allowed
+from exporter.handoff import LatestJourney, ProbeReport, handoff_allowed
 from exporter.httpserver import BackgroundServer
 from exporter.incident import IncidentStore
 from exporter.recovery import LinkOutcome, LinkPolicy, call_link, classify_answer
 from exporter.redact import RecoveryLink
-from exporter.handoff import ProbeReport
 from exporter.result import JourneyResult, StepResult
 from exporter.sidecar import RecoveryMetrics, Sidecar, SidecarOptions
 from exporter.sidecar_web import sidecar_server, token_matches
@@ -43,7 +42,7 @@ class CountingServer:
             def log_message(self, *args):
                 pass
 
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 outer.requests.append(self.path)
                 if outer.redirect_to and not outer.redirect_to.endswith(self.path):
                     self.send_response(302)

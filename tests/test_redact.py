@@ -31,6 +31,6 @@ def test_redact_text_masks_urls_and_cuts():
 def test_recovery_link_prints_redacted_only():
     url = f"https://pizza-factory.cs329.click/api/support/{KEY}/report/{CODE}"
     link = RecoveryLink(url, "followLinkToEndChaos")
-    for text in (str(link), repr(link), f"{link}", "%s" % link):
+    for text in (str(link), repr(link), f"{link}", "%s" % link):  # noqa: UP031 (each form is under test)
         assert KEY not in text and CODE not in text
     assert link.reveal() == url

@@ -1,3 +1,4 @@
+import itertools
 import random
 import threading
 import time
@@ -30,7 +31,7 @@ def test_never_two_journeys_at_once_and_long_ones_delay_the_next():
     loop.stop()
     thread.join(timeout=5)
     assert not thread.is_alive()
-    for (s1, e1), (s2, _) in zip(spans, spans[1:]):
+    for (s1, e1), (s2, _) in itertools.pairwise(spans):
         assert s2 >= e1  # no overlap
         assert s2 - s1 >= 0.05 - 0.005  # not faster than the interval
     assert spans[2][0] >= spans[1][1]  # the long journey delayed the next one

@@ -12,7 +12,6 @@ import requests
 from conftest import value
 from processes import assert_one_line_error, pizza_probe
 
-
 # --- secret and modules files: no device, no FIFO, a bounded read --------------------------------
 
 @pytest.fixture

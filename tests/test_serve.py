@@ -10,7 +10,8 @@ import time
 import pytest
 import requests
 
-from conftest import http_get, poll, set_chaos as chaos, target_args, value
+from conftest import http_get, poll, target_args, value
+from conftest import set_chaos as chaos
 
 
 @pytest.fixture

@@ -11,9 +11,8 @@ import pytest
 from exporter.config import ProbeConfig
 from exporter.journey import run_journey
 
-from conftest import poll, set_chaos, target_args as target, value
-
-
+from conftest import poll, set_chaos, value
+from conftest import target_args as target
 
 
 @pytest.mark.parametrize("mode", ["fail", "throttle", "badjwt"])

@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from conftest import set_chaos
 from exporter.simulator import BADJWT_TOKEN, SERVICE_VERSION
+
+from conftest import set_chaos
 
 DINER = {"email": "d@jwt.com", "password": "diner"}
 TIMEOUT = 5

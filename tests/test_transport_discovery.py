@@ -13,10 +13,9 @@ from exporter.config import PUBLIC_FACTORY_URL, ConfigError, ProbeConfig
 from exporter.discovery import FactoryDirectory
 from exporter.incident import Incident
 from exporter.journey import run_journey
-from conftest import FakeClock
 from exporter.result import StepFailure
 
-
+from conftest import FakeClock
 
 # --- transport -----------------------------------------------------------------------------
 
@@ -55,7 +54,7 @@ def test_sessions_never_trust_netrc_and_verify_never_turns_off():
 class _Recorder(http.server.BaseHTTPRequestHandler):
     seen: list[tuple[str, str | None]] = []
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         type(self).seen.append((self.requestline, self.headers.get("Authorization")))
         body = b'{"message": "from the recorder"}'
         self.send_response(502)
