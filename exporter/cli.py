@@ -204,9 +204,11 @@ def _config_from(kwargs: dict) -> ProbeConfig:
     return build_config(**{name: kwargs.pop(name) for name in names})
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             invoke_without_command=True, subcommand_metavar="COMMAND [ARGS]...")
 @click.version_option(__version__, "--version", prog_name="pizza-probe")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """A Prometheus exporter and synthetic prober for JWT Pizza.
 
     It places a real synthetic order (login, menu, franchise, order, JWT verification, logout)
@@ -221,6 +223,12 @@ def cli() -> None:
       pizza-probe serve --config.file modules.yml   # /probe?target=URL&module=NAME
       pizza-probe sidecar --exporter-url http://127.0.0.1:9816 --incident-dir incidents
     """
+    if ctx.invoked_subcommand is None:
+        # No command: the help on stderr and exit 2, as click groups do since click 8.2 (a
+        # missing command is bad usage, so `pizza-probe $CMD` with an empty variable fails in a
+        # script), without our "error:" line around it; the same with click 8.1.
+        click.echo(ctx.get_help(), err=True)
+        ctx.exit(EXIT_USAGE)
 
 
 @cli.command()
@@ -600,9 +608,7 @@ def healthcheck(url: str | None, timeout: float) -> int:
     line and environment (/healthz of serve, sidecar and demo, / of simulate); without such a
     process, http://127.0.0.1:9816/healthz.
     """
-    import requests
-
-    from .healthcheck import HealthcheckError, own_url
+    from .healthcheck import HealthcheckError, check, own_url
 
     try:
         url = url or own_url()
@@ -611,17 +617,9 @@ def healthcheck(url: str | None, timeout: float) -> int:
         return EXIT_FAILED
     if url is None:
         return EXIT_OK  # `once` serves nothing to check
-    from . import transport
-
-    try:  # as every client here: no proxy for loopback, never a .netrc
-        with transport.new_session() as session:
-            status = session.get(url, timeout=timeout, allow_redirects=False,
-                                 proxies=transport.proxies_for(url)).status_code
-    except requests.RequestException as exc:
-        click.echo(f"unhealthy: {url}: {type(exc).__name__}", err=True)
-        return EXIT_FAILED
-    if status != 200:
-        click.echo(f"unhealthy: HTTP {status}", err=True)
+    problem = check(url, timeout)  # "URL: cause", e.g. "...:9816/healthz: connection refused"
+    if problem is not None:
+        click.echo(f"unhealthy: {problem}", err=True)
         return EXIT_FAILED
     return EXIT_OK
 

@@ -154,6 +154,40 @@ def url_for(args: list[str], environ: dict[str, str]) -> str | None:
     return f"http://{_connect_host(host)}:{port}{PATHS[name]}"
 
 
+def shown_url(url: str) -> str:
+    """``url`` as a message may show it: without a user or password, query values masked (a
+    health URL's path is shown: it says what was checked)."""
+    from . import urls
+
+    try:
+        parts = urls.parse(url)
+    except urls.UrlError:
+        return "(a URL that cannot be parsed)"
+    host = f"[{parts.host}]" if ":" in parts.host else parts.host
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}" + ("?***" if parts.query else "")
+
+
+def check(url: str, timeout: float) -> str | None:
+    """Why ``url`` is unhealthy, as ``URL: cause`` (the URL redacted, the cause short and
+    decided by the exception's type, as the probe decides its step failures), or None if it
+    answered 200. As every client here: no proxy for loopback, never a .netrc."""
+    import requests
+
+    from . import transport
+    from .client import _transport_failure
+
+    try:
+        with transport.new_session() as session:
+            status = session.get(url, timeout=timeout, allow_redirects=False,
+                                 proxies=transport.proxies_for(url)).status_code
+    except requests.RequestException as exc:
+        return f"{shown_url(url)}: {_transport_failure(exc, timeout).detail}"
+    if status != 200:
+        return f"{shown_url(url)}: HTTP {status}"
+    return None
+
+
 def own_url(proc: str = "/proc") -> str | None:
     """The health URL of this container's pizza-probe command (see the module's docstring)."""
     found = find_command(proc)

@@ -138,3 +138,14 @@ def test_once_json_in_fail_chaos_exits_1_and_shows_the_link_redacted(simulator):
     assert "chaos link (followLinkToEndChaos): http://127.0.0.1:" in table.stdout
     assert key not in table.stdout and code not in table.stdout
     assert "diner" not in text.replace('"d@jwt.com"', "")  # the password is never printed
+
+
+def test_no_command_prints_the_help_without_error_noise_and_exits_2():
+    """As click groups do since click 8.2: the help on stderr and exit 2 (bad usage), with no
+    "error:" line and no hint around it."""
+    out = run_cli()
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith("Usage: pizza-probe [OPTIONS] COMMAND [ARGS]...\n"), out.stderr
+    assert "error" not in out.stderr.lower() and "Traceback" not in out.stderr
+    assert "Commands:" in out.stderr and "healthcheck" in out.stderr
+    assert run_cli("--help").stdout == out.stderr  # the very help --help prints

@@ -5,15 +5,28 @@ with the parent's pid): the real /proc of a container is exercised by tests/test
 
 from __future__ import annotations
 
+import http.server
 import os
+import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
-from exporter.healthcheck import DEFAULT_URL, HealthcheckError, find_command, own_url, pizza_args, read_process, url_for
+from exporter.healthcheck import (
+    DEFAULT_URL,
+    HealthcheckError,
+    check,
+    find_command,
+    own_url,
+    pizza_args,
+    read_process,
+    url_for,
+)
 
 from conftest import poll
+from processes import CLEAN_ENV
 
 
 def fake_process(proc, pid: int, argv: list[str], env: dict[str, str] | None = None,
@@ -114,3 +127,45 @@ def test_read_process_keeps_an_empty_last_argument_from_the_real_proc():
         child.kill()
         child.wait()
 
+
+
+# --- what an unhealthy answer says: the URL (redacted) and a short cause, by exception type ----
+
+def test_a_refused_connection_says_the_url_and_the_cause():
+    with socket.socket() as sock:  # a port nobody listens on: bound, never listening
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/healthz"
+        out = subprocess.run([sys.executable, "-m", "exporter", "healthcheck", url],
+                             capture_output=True, text=True, timeout=30, env=CLEAN_ENV)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr == f"unhealthy: {url}: connection refused\n"  # was "unhealthy: ConnectionError"
+
+
+def test_no_answer_and_a_bad_status_each_say_what_happened():
+    with socket.socket() as silent:  # accepts (the kernel's backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/healthz"
+        assert check(url, 0.3) == f"{url}: no answer within 0.3s"
+
+    class Unavailable(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        assert check(base + "/healthz", 5) == f"{base}/healthz: HTTP 503"
+        # a query (a token, say) is never shown
+        assert check(base + "/healthz?token=s3cret", 5) == f"{base}/healthz?***: HTTP 503"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
