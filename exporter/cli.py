@@ -12,7 +12,7 @@ import click
 from click.core import ParameterSource
 from prometheus_client import CollectorRegistry
 
-from . import __version__
+from . import __version__, urls
 from .config import (
     PUBLIC_FACTORY_URL,
     ConfigError,
@@ -123,13 +123,36 @@ def logging_options(command):
     return command
 
 
+def parse_allow_host(text: str) -> str:
+    """``--allow-host``: a bare HOST or HOST:PORT, nothing else. A URL is refused rather than
+    cut to its host (``http://x/y`` once meant ``x:80``, its path silently dropped). A value
+    with a path is never quoted back: a pasted recovery link holds a key."""
+    if not any(c in text for c in "/?#@\\"):
+        parse_allow_entry(text)  # the allow-list's own messages: port 1-65535, host characters
+    try:
+        urls.parse_host_port(text)
+    except urls.UrlError:
+        hint = ""
+        try:
+            parts = urls.parse(text)
+            if "://" in text and parts.scheme in ("http", "https") and parts.host:
+                host, port = parts.host_port
+                hint = f" (for that URL: {f'[{host}]' if ':' in host else host}:{port})"
+        except urls.UrlError:
+            pass
+        raise ConfigError("allow-host: give a bare HOST or HOST:PORT, with no scheme, path or "
+                          "user" + hint) from None
+    return text
+
+
 def recovery_options(command):
     """Options of the recovery action, shared by ``sidecar`` and ``once --recover``."""
     options = [
         click.option("--allow-host", "allow_hosts", multiple=True, metavar="HOST[:PORT]",
-                     type=_Parsed("host", lambda text: (parse_allow_entry(text), text)[1]),
+                     type=_Parsed("host", parse_allow_host),
                      envvar="PIZZA_RECOVERY_ALLOW_HOSTS", show_envvar=True,
-                     help="Also allow recovery links to this host (repeatable). Always allowed: "
+                     help="Also allow recovery links to this host: a bare HOST or HOST:PORT, "
+                          "not a URL (repeatable). Always allowed: "
                           "pizza-factory.cs329.click, cs329.cs.byu.edu and the --factory-url host."),
         click.option("--incident-dir", envvar="PIZZA_RECOVERY_INCIDENT_DIR", show_envvar=True,
                      metavar="DIR", help="Write each incident here as JSON and a postmortem draft."),

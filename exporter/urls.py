@@ -92,3 +92,17 @@ def host_of(text: str) -> str:
         return parse(text).host[:253]
     except UrlError:
         return ""
+
+
+def parse_host_port(text: str) -> tuple[str, int | None]:
+    """A bare ``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` (nothing else: no scheme, user,
+    path, query or fragment) as (host in lower case without brackets, port or None), read by
+    :func:`parse` as the netloc of an http URL. :class:`UrlError` otherwise."""
+    raw = str(text).strip()
+    if (not raw or raw.endswith(":") or any(c in raw for c in "/?#@\\")
+            or any(c.isspace() for c in raw)):
+        raise UrlError("not a bare host or host:port")
+    parts = parse(f"http://{raw}")
+    if not parts.host or parts.raw_netloc != raw or parts.path or parts.query:
+        raise UrlError("not a bare host or host:port")
+    return parts.host, parts.port

@@ -149,3 +149,32 @@ def test_no_command_prints_the_help_without_error_noise_and_exits_2():
     assert "error" not in out.stderr.lower() and "Traceback" not in out.stderr
     assert "Commands:" in out.stderr and "healthcheck" in out.stderr
     assert run_cli("--help").stdout == out.stderr  # the very help --help prints
+
+
+@pytest.mark.parametrize("value, hint", [
+    ("http://x/y", " (for that URL: x:80)"),  # was accepted as x:80, its path dropped
+    ("https://factory.example", " (for that URL: factory.example:443)"),
+    ("https://u@x/api/support/KEY1/report/CODE1", " (for that URL: x:443)"),
+    ("factory.example/api", ""),
+    ("factory.example:", "no valid port"),
+    ("factory.example:99999", "no valid port"),
+    ("fac tory", "is not a host name"),
+])
+def test_allow_host_takes_a_bare_host_or_host_port_only(value, hint, capsys):
+    assert main(["once", "--recover", "--service-url", "http://127.0.0.1:9",
+                 "--allow-host", value]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--allow-host" in err, err
+    if "/" in value:
+        assert f"give a bare HOST or HOST:PORT, with no scheme, path or user{hint} (see" in err
+    else:
+        assert hint in err
+    assert "KEY1" not in err and "CODE1" not in err  # a pasted link is never quoted back
+
+
+@pytest.mark.parametrize("value", ["factory.example", "Factory.Example:8443", "[::1]:9000",
+                                   "127.0.0.1"])
+def test_allow_host_accepts_hosts_and_host_ports(value):
+    from exporter.cli import parse_allow_host
+
+    assert parse_allow_host(value) == value
