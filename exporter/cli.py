@@ -36,7 +36,7 @@ from .simulator import (
     CHAOS_MODES,
     FRANCHISE_SHAPES,
     LINK_FORMS,
-    LINK_KEYS,
+    LINK_KEY_NAMES,
     Simulator,
     SimulatorOptions,
 )
@@ -484,10 +484,10 @@ CHAOS_MODE_LIST = _Parsed("modes", _modes)
               "(when none is running).")
 @click.option("--chaos-modes", type=CHAOS_MODE_LIST, default=",".join(CHAOS_MODES),
               show_default=True, help="The modes --chaos-every cycles through.")
-@click.option("--link-key", type=click.Choice(list(LINK_KEYS)), default="followLinkToEndChaos",
-              show_default=True, help="The chaos link's key name, by fork age (the 500 key "
-              "follows: reportSlowPizzaToFactoryUrl pairs with "
-              "reportPizzaCreationErrorToPizzaFactoryUrl).")
+@click.option("--link-key", type=click.Choice(LINK_KEY_NAMES), default="followLinkToEndChaos",
+              show_default=True, help="The chaos link's key name, by fork age; either name of "
+              "a pair picks the pair (reportSlowPizzaToFactoryUrl on a 200 goes with "
+              "reportPizzaCreationErrorToPizzaFactoryUrl on a 500).")
 @click.option("--link-form", type=click.Choice(LINK_FORMS), default="current", show_default=True,
               help="current: /api/support/KEY/report/CODE; legacy: /api/report?apiKey=&fixCode=.")
 @click.option("--franchise-shape", type=click.Choice(FRANCHISE_SHAPES), default="new",

@@ -37,6 +37,19 @@ LINK_KEYS = {
     "reportErrorToPizzaFactoryUrl": ("reportErrorToPizzaFactoryUrl", "reportErrorToPizzaFactoryUrl"),
     "reportUrl": ("reportUrl", "reportUrl"),
 }
+# Every name the link has had, 200 and 500 keys alike: --link-key takes either name of a pair.
+LINK_KEY_NAMES = tuple(dict.fromkeys(name for pair in LINK_KEYS.values() for name in pair))
+
+
+def link_key_pair(name: str) -> tuple[str, str]:
+    """The (200 key, 500 key) pair of the fork age that used ``name`` for either answer.
+    ValueError for a name no fork used."""
+    for pair in LINK_KEYS.values():
+        if name in pair:
+            return pair
+    raise ValueError(f"unknown link key {name!r}")
+
+
 LINK_FORMS = ("current", "legacy")
 FRANCHISE_SHAPES = ("new", "old")
 SERVICE_VERSION = "20241120.055253"
@@ -70,7 +83,7 @@ class HttpError(Exception):
 @dataclasses.dataclass
 class SimulatorOptions:
     throttle_delay: float = 32.0
-    link_key: str = "followLinkToEndChaos"
+    link_key: str = "followLinkToEndChaos"  # either name of a pair (LINK_KEYS)
     link_form: str = "current"
     franchise_shape: str = "new"
     vendor_key: str | None = None
@@ -283,7 +296,7 @@ class PizzaService:
         if not self.factory_reachable:
             raise HttpError(500, FACTORY_UNREACHABLE)
         ok, jwt, link = self.factory.make_pizza(diner, order)
-        key_ok, key_failed = LINK_KEYS[self.options.link_key]
+        key_ok, key_failed = link_key_pair(self.options.link_key)
         if not ok:
             extra = {key_failed: link} if link else {}
             raise HttpError(500, "Failed to fulfill order at factory", stack=False, extra=extra)
@@ -398,8 +411,7 @@ class Simulator:
     def __init__(self, options: SimulatorOptions | None = None,
                  on_event: Callable[[str, dict], None] | None = None) -> None:
         self.options = options or SimulatorOptions()
-        if self.options.link_key not in LINK_KEYS:
-            raise ValueError(f"unknown link key {self.options.link_key!r}")
+        link_key_pair(self.options.link_key)  # ValueError for a name no fork used
         self.events: list[tuple[float, str, dict]] = []
         self._listeners = [on_event] if on_event else []
         self.factory = Factory(self.options, self._event)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -178,3 +179,27 @@ def test_allow_host_accepts_hosts_and_host_ports(value):
     from exporter.cli import parse_allow_host
 
     assert parse_allow_host(value) == value
+
+
+def test_simulate_link_key_takes_either_name_of_a_pair(processes):
+    """The seed postmortem names reportPizzaCreationErrorToPizzaFactoryUrl (the 500 key of the
+    2024-12 to 2025-04 forks): it picks that fork's pair, as its 200 key does."""
+    sim = processes.start("simulate", "--factory-listen", "127.0.0.1:0", "--vendor-key", "vk",
+                          "--link-key", "reportPizzaCreationErrorToPizzaFactoryUrl")
+    factory = re.search(r"factory\s+(http://127\.0\.0\.1:\d+)", sim.logs()).group(1)
+    token = requests.put(f"{sim.url}/api/auth", json={"email": "d@jwt.com", "password": "diner"},
+                         timeout=5).json()["token"]
+    order = {"franchiseId": 1, "storeId": 1,
+             "items": [{"menuId": 1, "description": "Veggie", "price": 0.0038}]}
+
+    def answer_in(mode: str) -> tuple[int, set[str]]:
+        requests.put(f"{factory}/api/vendor/chaos/{mode}", timeout=5,
+                     headers={"Authorization": "Bearer vk"}).raise_for_status()
+        answer = requests.post(f"{sim.url}/api/order", json=order, timeout=10,
+                               headers={"Authorization": f"Bearer {token}"})
+        return answer.status_code, {key for key in answer.json() if key.startswith("report")}
+
+    assert answer_in("fail") == (500, {"reportPizzaCreationErrorToPizzaFactoryUrl"})
+    assert answer_in("badjwt") == (200, {"reportSlowPizzaToFactoryUrl"})
+    out = run_cli("simulate", "--link-key", "reportNothingUrl")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
