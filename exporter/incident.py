@@ -49,6 +49,11 @@ _TIMES = ("opened_at", "first_failure_at", "alert_fired_at", "alert_resolved_at"
           "link_called_at", "first_good_order_at", "resolved_at")
 
 FACTORY_UNREACHABLE = "factory unreachable (the service cannot reach its factory)"
+# The chaos modes observed_chaos names only from an answer that carried a chaos link.
+LINK_MODES = ("fail", "throttle", "badjwt", "chaos link on a good order")
+# The sidecar's limits that stop it from calling a link and leave the incident to a human, as
+# recorded in Incident.limits (the key of the sidecar's note).
+LIMITS = ("max_attempts", "hourly_limit", "kill_switch", "spent_link")
 
 
 def impact(chaos_mode: str | None, slowest_order_seconds: float | None) -> str:
@@ -96,6 +101,9 @@ class Incident:
     first_failure_at: float | None = None
     chaos_mode: str | None = None
     failed_orders: int = 0
+    good_orders: int = 0  # good synthetic orders seen while it was open: the one that ended it
+    reasons: dict[str, int] = dataclasses.field(default_factory=dict)  # "step/reason" -> failed
+    limits: list[str] = dataclasses.field(default_factory=list)  # LIMITS that stopped a call
     alert_fired_at: float | None = None
     alert_resolved_at: float | None = None
     link_called_at: float | None = None
@@ -111,6 +119,22 @@ class Incident:
 
     def note(self, at: float, event: str) -> None:
         self.timeline.append((at, event))
+
+    def count_failure(self, step: str | None, reason: str | None) -> None:
+        """One more failed synthetic order, by its step and reason."""
+        self.failed_orders += 1
+        key = f"{step}/{reason}"
+        self.reasons[key] = self.reasons.get(key, 0) + 1
+
+    @property
+    def orders_seen(self) -> int:
+        """The synthetic orders seen while the incident was open, failed or good."""
+        return self.failed_orders + self.good_orders
+
+    @property
+    def failed_share(self) -> float | None:
+        """The share of the synthetic orders seen that failed; None if none was seen."""
+        return self.failed_orders / self.orders_seen if self.orders_seen else None
 
     @property
     def duration(self) -> float | None:
@@ -137,49 +161,37 @@ class Incident:
                               for item in data.get("timeline", [])]
         if not isinstance(values.get("id"), str) or values["opened_at"] is None:
             raise ValueError("not an incident record")
+        _check_counts(values)
+        if "good_orders" not in data and values.get("first_good_order_at") is not None:
+            values["good_orders"] = 1  # a record written before good orders were counted
         return cls(**values)
 
     def to_markdown(self) -> str:
-        duration = (f"{self.duration:.1f} s" if self.duration is not None
-                    else "still open" if self.status == OPEN else "unknown")
-        lines = [
-            f"# Incident {self.id}: JWT Pizza synthetic orders failing",
-            "",
-            "## Summary",
-            f"Between {utc(self.first_failure_at or self.opened_at)} and "
-            f"{utc(self.first_good_order_at) or 'now'}, synthetic orders failed "
-            f"({self.chaos_mode or 'cause unknown'}). Status: {self.status}"
-            + (f", {self.resolution}." if self.resolution else "."),
-            "",
-            "## Detection",
-            "Detected by the "
-            + ("synthetic order probe" if self.detected_by == "probe"
-               else "alert PizzaSyntheticOrderFailing")
-            + f" at {utc(self.opened_at)}."
-            + (f" The alert fired at {utc(self.alert_fired_at)}." if self.alert_fired_at else ""),
-            "",
-            "## Impact",
-            f"{self.failed_orders} failed synthetic order(s); duration {duration}. "
-            + impact(self.chaos_mode, self.slowest_order_seconds),
-            "",
-            "## Timeline (UTC)",
-            *[f"- {utc(at)}: {event}" for at, event in self.timeline],
-            "",
-            "## Response",
-            *([f"- {utc(a['at'])}: called the recovery link on {a['host']} -> {a['result']}"
-               + (f" ({a['detail']})" if a.get("detail") else "") for a in self.attempts]
-              or ["- No recovery link was called."]),
-            "",
-            "## Root cause",
-            f"The pizza factory's chaos as observed by the probe: {self.chaos_mode or 'unknown'}.",
-            "",
-            "## Resolution",
-            (f"The recovery link answered {self.link_answer!r}; a fresh synthetic order succeeded at "
-             f"{utc(self.first_good_order_at)}." if self.status == "resolved" and self.link_answer
-             else f"{self.resolution or 'Not resolved yet: a human must look (see docs/runbook.md).'}"),
-            "",
-        ]
-        return "\n".join(lines)
+        """The postmortem draft (see :mod:`exporter.postmortem`)."""
+        from .postmortem import render  # it reads incidents: imported when first drawn
+
+        return render(self)
+
+
+def _check_counts(values: dict) -> None:
+    """The counts a draft is drawn from have the types it needs; ValueError otherwise (a record
+    that is not one of ours is left alone, never half read)."""
+    def is_int(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    for key in ("failed_orders", "good_orders"):
+        if key in values and not is_int(values[key]):
+            raise ValueError(f"record has a bad {key}")
+    reasons = values.get("reasons", {})
+    if not isinstance(reasons, dict) or not all(
+            isinstance(k, str) and is_int(v) for k, v in reasons.items()):
+        raise ValueError("record has bad reasons")
+    limits = values.get("limits", [])
+    if not isinstance(limits, list) or not all(isinstance(item, str) for item in limits):
+        raise ValueError("record has bad limits")
+    attempts = values.get("attempts", [])
+    if not isinstance(attempts, list) or not all(isinstance(item, dict) for item in attempts):
+        raise ValueError("record has bad attempts")
 
 
 class IncidentStore:

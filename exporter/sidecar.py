@@ -23,7 +23,7 @@ from . import urls
 from .clock import Clock, SystemClock
 from .config import ProbeConfig
 from .handoff import ProbeReport
-from .incident import Incident, IncidentStore, new_incident_id, observed_chaos
+from .incident import LIMITS, Incident, IncidentStore, new_incident_id, observed_chaos
 from .journey import run_journey
 from .logs import get_logger
 from .recovery import RESULTS, LinkOutcome, LinkPolicy, call_link
@@ -192,6 +192,7 @@ class Sidecar:
         incident = self.incident
         if report.success:
             if incident is not None and report.started_at >= (incident.first_failure_at or 0):
+                incident.good_orders += 1
                 incident.first_good_order_at = report.started_at
                 incident.note(now, f"a synthetic order by the {source} succeeded")
                 self._close(incident, "chaos ended without the sidecar's link call"
@@ -205,7 +206,7 @@ class Sidecar:
             return
         if incident is None:
             incident = self._open("probe", report.first_failure_at or report.started_at)
-        incident.failed_orders += 1
+        incident.count_failure(report.failed_step, report.reason)
         mode = observed_chaos(report)
         if report.order_seconds is not None:
             incident.slowest_order_seconds = max(incident.slowest_order_seconds or 0.0,
@@ -280,6 +281,8 @@ class Sidecar:
     def _note_once(self, incident: Incident, key: str, text: str) -> None:
         if (incident.id, key) not in self._notes_once:
             self._notes_once.add((incident.id, key))
+            if key in LIMITS:  # the draft's action items are drawn from these
+                incident.limits.append(key)
             incident.note(self.clock.time(), text)
             self.log.warning(text, extra={"fields": {"incident": incident.id}})
             self._tell("note", incident=incident.id, text=text)
@@ -291,8 +294,11 @@ class Sidecar:
         attempt with its cooldown. The cooldown spaces the calls within an incident: the first
         call of a new incident is immediate (the hourly limit still holds)."""
         incident, link = self.incident, self._fresh_link()
-        if incident is None or link is None or link in self._handled_links \
-                or _link_id(link) in self._spent:
+        if incident is None or link is None or link in self._handled_links:
+            return
+        if _link_id(link) in self._spent:
+            self._note_once(incident, "spent_link", "this chaos link was answered or refused "
+                            "before and is never called twice: a human must end this chaos")
             return
         refusal = self.policy.refusal(link.reveal())
         if refusal is not None:
@@ -301,8 +307,8 @@ class Sidecar:
         mono = self.clock.monotonic()
         calls = [a for a in incident.attempts if a["called"]]
         if len(calls) >= self.options.max_attempts:
-            self._note_once(incident, "max", f"{len(calls)} link calls made, the most per "
-                            "incident (--max-attempts): a human must look")
+            self._note_once(incident, "max_attempts", f"{len(calls)} link calls made, the most "
+                            "per incident (--max-attempts): a human must look")
             return
         if any(last is not None and mono - last < self.options.cooldown
                for last in (self._last_call, self._restored_last_call)):
@@ -310,11 +316,12 @@ class Sidecar:
         while self._calls_last_hour and mono - self._calls_last_hour[0] > 3600:
             self._calls_last_hour.popleft()
         if len(self._calls_last_hour) >= self.options.max_attempts_per_hour:
-            self._note_once(incident, "hour", "hourly limit of link calls reached "
+            self._note_once(incident, "hourly_limit", "hourly limit of link calls reached "
                             "(--max-attempts-per-hour): not calling")
             return
         if self._kill_switch_on():
-            self._note_once(incident, "kill", "kill switch is on: not calling the recovery link")
+            self._note_once(incident, "kill_switch",
+                            "kill switch is on: not calling the recovery link")
             return
         if self.options.dry_run:
             outcome = LinkOutcome("dry_run", "dry run: the link was not called")
@@ -369,6 +376,7 @@ class Sidecar:
         self._ignore_before = max(self._ignore_before, result.started_at)
         now = self.clock.time()
         if result.success:
+            incident.good_orders += 1
             incident.first_good_order_at = result.started_at + result.duration
             incident.note(now, "verification order succeeded")
             self.metrics.last_success.set(now)
