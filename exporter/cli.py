@@ -627,6 +627,9 @@ def demo(once_, interval, throttle_delay, chaos_every, chaos_modes, listen, side
 def healthcheck(url: str | None, timeout: float) -> int:
     """Exit 0 if URL answers 200, else 1: a container HEALTHCHECK that needs no curl.
 
+    An unhealthy answer is one line on stderr, the URL and the cause, for example
+    "unhealthy: http://127.0.0.1:9816/healthz: connection refused".
+
     Without URL: where the container's own pizza-probe command listens, read from its command
     line and environment (/healthz of serve, sidecar and demo, / of simulate); without such a
     process, http://127.0.0.1:9816/healthz.
