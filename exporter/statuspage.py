@@ -32,6 +32,7 @@ STATIC_PREFIX = "/static/"
 MAX_AGE = 3600.0  # journeys kept for the chart: the last hour
 MAX_SAMPLES = 2000  # and at most this many, all targets together
 STRIP_LENGTH = 60  # cells of the uptime strip
+CHART_POINTS = 300  # the latency chart's most points: the slowest order of each slice of time
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 # Sent with the page, its JSON and its assets.
@@ -112,11 +113,39 @@ class RecentJourneys:
 
 
 @dataclasses.dataclass(frozen=True)
+class Point:
+    at: float
+    order_seconds: float
+    ok: bool
+
+
+def latency_points(journeys: Sequence[Sample], limit: int = CHART_POINTS) -> tuple[Point, ...]:
+    """The order times, at most ``limit``: of each of ``limit`` equal slices of time, the
+    slowest order (a failure in a slice marks its point failed)."""
+    points = [Point(s.started_at, s.order_seconds, s.success) for s in journeys
+              if s.order_seconds is not None]
+    if len(points) <= limit:
+        return tuple(points)
+    first, width = points[0].at, (points[-1].at - points[0].at) / limit or 1.0
+    slices: dict[int, Point] = {}
+    for point in points:
+        key = min(limit - 1, int((point.at - first) / width))
+        held = slices.get(key)
+        if held is None:
+            slices[key] = point
+        else:
+            slowest = point if point.order_seconds > held.order_seconds else held
+            slices[key] = dataclasses.replace(slowest, ok=held.ok and point.ok)
+    return tuple(slices[key] for key in sorted(slices))
+
+
+@dataclasses.dataclass(frozen=True)
 class TargetStatus:
     target: str  # "" in one-target mode: no target heading, no target column
     state: str  # UP, FAILING or NO_DATA
     since: float
-    journeys: tuple[Sample, ...]  # oldest first, within the hour, secrets masked
+    journeys: tuple[Sample, ...]  # the last STRIP_LENGTH, oldest first, secrets masked
+    latency: tuple[Point, ...] = ()  # of the last hour, at most CHART_POINTS
 
     @property
     def last(self) -> Sample | None:
@@ -145,20 +174,22 @@ def target_statuses(samples: Sequence[Sample], targets: Sequence[str], now: floa
         by_target.setdefault(sample.target, []).append(sample)
     statuses = []
     for target, journeys in by_target.items():
-        safe = tuple(_safe(s, secrets) for s in journeys)
+        name = scrub(target, secrets, 80)
+        shown = tuple(_safe(s, secrets) for s in journeys[-STRIP_LENGTH:])  # only these: fast
+        latency = latency_points(journeys)
         if not journeys:
-            statuses.append(TargetStatus(scrub(target, secrets, 80), NO_DATA, started_at, safe))
+            statuses.append(TargetStatus(name, NO_DATA, started_at, shown, latency))
             continue
         last = journeys[-1]
         if now - last.ended_at > stale_after:
-            statuses.append(TargetStatus(safe[-1].target, NO_DATA, last.ended_at, safe))
+            statuses.append(TargetStatus(name, NO_DATA, last.ended_at, shown, latency))
             continue
         since = last.started_at
         for sample in reversed(journeys):
             if sample.success != last.success:
                 break
             since = sample.started_at
-        statuses.append(TargetStatus(safe[-1].target, UP if last.success else FAILING, since, safe))
+        statuses.append(TargetStatus(name, UP if last.success else FAILING, since, shown, latency))
     return statuses
 
 
@@ -253,11 +284,10 @@ def uptime_strip(journeys: Sequence[Sample]) -> str:
             "(oldest left, newest right).</p>")
 
 
-def latency_chart(journeys: Sequence[Sample], now: float, span: float = MAX_AGE) -> str:
+def latency_chart(latency: Sequence[Point], now: float, span: float = MAX_AGE) -> str:
     """Order seconds against time: the last hour, or since the first order if that is later
     (at least a minute), so a fresh process does not draw a sliver at the right edge."""
-    points = [(s.started_at, s.order_seconds, s.success) for s in journeys
-              if s.order_seconds is not None and s.started_at >= now - span]
+    points = [(p.at, p.order_seconds, p.ok) for p in latency if p.at >= now - span]
     if not points:
         return "<p class='muted'>No order in the last hour.</p>"
     span = min(span, max(60.0, now - points[0][0]))
@@ -298,7 +328,7 @@ def _target_section(status: TargetStatus, now: float) -> str:
                 f"{timing_bar(last)}"
                 f"<h3>Last {min(len(status.journeys), STRIP_LENGTH)} journeys</h3>"
                 f"{uptime_strip(status.journeys)}"
-                f"<h3>Order latency</h3>{latency_chart(status.journeys, now)}")
+                f"<h3>Order latency</h3>{latency_chart(status.latency, now)}")
     return (f"<section class='target {state_class}' data-state='{_e(status.state)}' "
             f"data-since='{status.since:.3f}'>{heading}{head}{body}</section>")
 
@@ -342,9 +372,9 @@ def status_json(page: Page, statuses: Sequence[TargetStatus], now: float,
             "target": s.target, "state": s.state, "since": s.since,
             "for_seconds": round(max(0.0, now - s.since), 3), "headline": headline(s, now),
             "last": _sample_json(s.last) if s.last else None,
-            "strip": [_sample_json(j) for j in s.journeys[-STRIP_LENGTH:]],
-            "order_latency": [[j.started_at, j.order_seconds, j.success] for j in s.journeys
-                              if j.order_seconds is not None],
+            "strip": [{k: v for k, v in _sample_json(j).items() if k != "steps"}
+                      for j in s.journeys],
+            "order_latency": [[p.at, round(p.order_seconds, 6), p.ok] for p in s.latency],
         } for s in statuses],
         **page.extra_json(secrets),
         "html": fragment(page, statuses, now, secrets),

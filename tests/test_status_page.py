@@ -176,6 +176,18 @@ def test_recent_journeys_keep_the_last_hour_and_at_most_the_cap():
     assert [s.started_at - 1_700_000_000 for s in recent.samples()] == [1005, 1006, 1007]
 
 
+def test_the_latency_chart_keeps_the_slowest_order_of_each_slice_and_every_failure():
+    samples = [Sample("", 1000.0 + i, i != 1234, order_seconds=0.1 + (i == 777) * 5)
+               for i in range(2000)]
+    points = statuspage.latency_points(samples, limit=300)
+    assert len(points) <= 300
+    assert max(p.order_seconds for p in points) == 5.1  # the one slow order survives
+    assert [p for p in points if not p.ok] and sum(not p.ok for p in points) == 1
+    assert [p.at for p in points] == sorted(p.at for p in points)
+    assert statuspage.latency_points(samples[:10]) == tuple(
+        statuspage.Point(s.started_at, 0.1, True) for s in samples[:10])
+
+
 def test_no_data_before_the_first_journey_and_when_journeys_stop():
     clock = FakeClock()
     start = clock.time()
