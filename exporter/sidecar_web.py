@@ -142,7 +142,9 @@ def _status_view(sidecar: Sidecar, options: SidecarStatus) -> statuspage.View:
         title="pizza-probe sidecar", heading=f"pizza-probe sidecar {__version__} ({mode})",
         links=links, poll_seconds=statuspage.poll_seconds(min(interval, 2.0)),
         extra=lambda masked: _incidents(sidecar, now, masked),
-        extra_json=lambda masked: _incidents_json(sidecar, masked))
+        extra_json=lambda masked: _incidents_json(sidecar, masked),
+        no_targets="No journeys from an exporter (--exporter-url is empty): the sidecar acts "
+                   "on Alertmanager's webhook alone.")
     statuses = statuspage.target_statuses(
         journeys, [""] if options.exporter_url else [], now, stale_after=3 * interval + 60,
         started_at=options.journeys.started_at, secrets=secrets)

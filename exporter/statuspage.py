@@ -347,6 +347,7 @@ class Page:
     poll_seconds: float
     extra: Callable[[Sequence[str]], str] = lambda secrets: ""
     extra_json: Callable[[Sequence[str]], dict] = lambda secrets: {}
+    no_targets: str = "No target is scheduled: Prometheus drives /probe."
 
 
 def page_title(statuses: Sequence[TargetStatus], title: str) -> str:
@@ -358,8 +359,7 @@ def page_title(statuses: Sequence[TargetStatus], title: str) -> str:
 def fragment(page: Page, statuses: Sequence[TargetStatus], now: float,
              secrets: Sequence[str]) -> str:
     sections = "".join(_target_section(s, now) for s in statuses) or \
-        "<section class='target nodata'><p class='headline'>No target is scheduled: " \
-        "Prometheus drives /probe.</p></section>"
+        f"<section class='target nodata'><p class='headline'>{_e(page.no_targets)}</p></section>"
     return sections + page.extra(secrets)
 
 

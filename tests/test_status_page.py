@@ -285,3 +285,33 @@ def test_the_page_shows_failing_with_step_and_reason_then_up_in_a_real_browser(
     finally:
         browser.close()
     assert "Traceback" not in exporter.logs() + sidecar.logs()
+
+
+def test_the_sidecar_page_shows_the_open_incident_masked_and_says_when_it_has_no_exporter():
+    from exporter.config import ProbeConfig
+    from exporter.handoff import ProbeReport
+    from exporter.incident import IncidentStore
+    from exporter.recovery import LinkPolicy
+    from exporter.sidecar import RecoveryMetrics, Sidecar, SidecarOptions
+    from exporter.sidecar_web import SidecarStatus, sidecar_server
+
+    registry = CollectorRegistry()
+    factory = "http://127.0.0.1:9"
+    sidecar = Sidecar(ProbeConfig(factory_url=factory, password=PASSWORD),
+                      LinkPolicy.default(factory), SidecarOptions(dry_run=True),
+                      RecoveryMetrics(registry), IncidentStore(None))
+    sidecar.step(("report", ProbeReport(1, False, time.time(), "order", f"odd {PASSWORD}",
+                                        f"the body said {PASSWORD}")))  # a hostile hand-off
+    assert sidecar.incident is not None
+    server = sidecar_server("127.0.0.1", 0, registry, sidecar, None, status=SidecarStatus(
+        secrets=lambda: (PASSWORD,))).start()
+    try:
+        page = requests.get(server.url("/"), timeout=5)
+        data = requests.get(server.url(statuspage.API_PATH), timeout=5).json()
+    finally:
+        server.stop()
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert "data-incident='open'" in page.text and sidecar.incident.id in page.text
+    assert "--exporter-url is empty" in page.text and "(dry run)" in page.text
+    assert data["incident"]["id"] == sidecar.incident.id and data["last_recovery"] is None
+    assert PASSWORD not in page.text + json.dumps(data)
