@@ -484,9 +484,10 @@ ol.steps li.fail { color: var(--fail); font-weight: 600; }
 ol.steps .name { font-weight: 600; }
 table { border-collapse: collapse; width: 100%; font-size: 0.85rem; background: #fff; }
 th, td { border: 1px solid var(--line); padding: 0.3rem 0.5rem; text-align: left;
-         vertical-align: top; overflow-wrap: anywhere; }
+         vertical-align: top; overflow-wrap: break-word; }
 tr.fail td { color: var(--fail); }
 .scroll { overflow-x: auto; }
+.scroll table { min-width: 40rem; }  /* on a phone the table scrolls sideways, the page does not */
 dl { display: grid; grid-template-columns: max-content 1fr; gap: 0.2rem 1rem; margin: 0.3rem 0; }
 dt { color: var(--muted); } dd { margin: 0; overflow-wrap: anywhere; }
 #updated.stale { color: var(--fail); font-weight: 600; }
