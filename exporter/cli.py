@@ -316,7 +316,8 @@ def parse_target(text: str) -> tuple[str, str]:
 @click.option("--interval", envvar="PIZZA_PROBE_INTERVAL", type=DURATION, default="15s",
               show_default=True, show_envvar=True,
               help="Time between journey starts; a journey that outlasts it delays the next.")
-@listen_option(":9816", "PIZZA_PROBE_LISTEN", "/metrics, /probe, /-/reload, /healthz and /")
+@listen_option(":9816", "PIZZA_PROBE_LISTEN",
+               "/metrics, /probe, /-/reload, /healthz, / (the status page) and /api/status")
 @click.option("--handoff-token", envvar="PIZZA_PROBE_HANDOFF_TOKEN", show_envvar=True,
               help="Shared with the sidecar: it reads journeys and their chaos links from "
                    "/recovery/latest with this token. Without one, only loopback clients may.")
@@ -338,10 +339,14 @@ def parse_target(text: str) -> tuple[str, str]:
               default=32, show_default=True, envvar="PIZZA_PROBE_MAX_CONCURRENT_JOURNEYS",
               show_envvar=True,
               help="Most /probe journeys at once; past it /probe answers 503.")
+@click.option("--sidecar-url", envvar="PIZZA_PROBE_SIDECAR_URL", type=OPTIONAL_HTTP_URL,
+              default="", show_envvar=True,
+              help="The sidecar's address, e.g. http://127.0.0.1:9817: the status page on / "
+                   "links to its page (the open incident, the last recovery).")
 @logging_options
 def serve(interval: float, listen: tuple[str, int], handoff_token: str | None, targets,
-          config_file: str | None, module: str, max_concurrent: int, log_level: str,
-          log_format: str, **kwargs) -> int:
+          config_file: str | None, module: str, max_concurrent: int, sidecar_url: str,
+          log_level: str, log_format: str, **kwargs) -> int:
     """Run a journey every --interval, serve /metrics, and /probe for many targets.
 
     \b
@@ -375,7 +380,7 @@ def serve(interval: float, listen: tuple[str, int], handoff_token: str | None, t
     _stop_on_signals(stop, hangup)  # before anything starts: an early SIGHUP must not kill it
     exporter = start_exporter(config, interval, listen, handoff_token=handoff_token or None,
                               log=log, modules=modules, targets=scheduled, module=module,
-                              max_concurrent=max_concurrent)
+                              max_concurrent=max_concurrent, sidecar_url=sidecar_url or None)
     described = (config.service_url if scheduled is None else
                  ",".join(name for name, _ in scheduled) or "none (/probe only)")
     log.info("listening", extra={"fields": {
@@ -408,7 +413,8 @@ def _reload(modules: ModulesSource, log) -> None:
                    "Empty: act on Alertmanager's webhook alone.")
 @click.option("--handoff-token", envvar="PIZZA_PROBE_HANDOFF_TOKEN", show_envvar=True,
               help="The exporter's --handoff-token, if it has one.")
-@listen_option(":9817", "PIZZA_RECOVERY_LISTEN", "/alertmanager, /metrics, /healthz and /")
+@listen_option(":9817", "PIZZA_RECOVERY_LISTEN",
+               "/alertmanager, /metrics, /healthz, / (the status page) and /api/status")
 @click.option("--webhook-token", envvar="PIZZA_RECOVERY_WEBHOOK_TOKEN", show_envvar=True,
               help="Token Alertmanager must send (bearer, or as the basic-auth password). "
                    "Without one the webhook refuses every call.")

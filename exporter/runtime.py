@@ -21,7 +21,7 @@ from .alertmanager import Deduper
 from .config import ConfigError, ProbeConfig
 from .discovery import FactoryDirectory
 from .fleet import FleetMetrics, ProbeService
-from .handoff import ExporterFeed, LatestJourney
+from .handoff import ExporterFeed, LatestJourney, ProbeReport
 from .httpserver import BackgroundServer
 from .incident import IncidentStore
 from .journey import run_journey
@@ -32,8 +32,9 @@ from .recovery import LinkPolicy
 from .result import JourneyResult
 from .scheduler import Observer, ProbeLoop
 from .sidecar import RecoveryMetrics, Sidecar, SidecarOptions
-from .sidecar_web import sidecar_server
-from .web import History, exporter_server
+from .sidecar_web import SidecarStatus, sidecar_server
+from .statuspage import Sample
+from .web import History, StatusOptions, exporter_server
 
 
 def wait_for(stop: threading.Event, hangup: threading.Event | None = None,
@@ -77,7 +78,8 @@ def start_exporter(config: ProbeConfig, interval: float, listen: tuple[str, int]
                    handoff_token: str | None = None, observers: Iterable[Observer] = (),
                    log=None, modules: ModulesSource | None = None,
                    targets: Sequence[tuple[str, str]] | None = None,
-                   module: str = DEFAULT_MODULE, max_concurrent: int = 32) -> Exporter:
+                   module: str = DEFAULT_MODULE, max_concurrent: int = 32,
+                   sidecar_url: str | None = None) -> Exporter:
     """The exporter: scheduled journeys every ``interval`` and ``/probe`` for Prometheus.
 
     ``targets`` None: one journey loop against ``config.service_url``, metrics without a
@@ -124,8 +126,12 @@ def start_exporter(config: ProbeConfig, interval: float, listen: tuple[str, int]
                              max_concurrent=max_concurrent, metrics=FleetMetrics(registry),
                              run=functools.partial(run_journey, factories=factories),
                              observers=[history.probe, ProbeLogger(log)])
+    status = StatusOptions(  # the status page; sidecar_url: its page links to the sidecar's
+        targets=[name for name, _ in scheduled], interval=interval, sidecar_url=sidecar_url,
+        secrets=lambda: (config.password, handoff_token, *modules.current.passwords()))
     server = exporter_server(*listen, registry, history, latest, handoff_token, fleet,
-                             modules.reload if modules.path is not None else None).start()
+                             modules.reload if modules.path is not None else None,
+                             status).start()
     exporter = Exporter(loops, server, latest, modules, fleet)
     exporter.threads = [loop.start() for loop in loops]
     return exporter
@@ -182,8 +188,15 @@ def start_sidecar(config: ProbeConfig, options: SidecarOptions, listen: tuple[st
     except Exception as exc:  # noqa: BLE001 (odd records must not stop the sidecar from starting)
         get_logger().error("cannot restore the limits from the records", extra={"fields": {
             "error": type(exc).__name__}})
-    server = sidecar_server(*listen, registry, engine, webhook_token, Deduper()).start()
+    status = SidecarStatus(exporter_url=exporter_url, secrets=lambda: (
+        config.password, handoff_token, webhook_token))
+
+    def handed(report: ProbeReport) -> None:  # the status page sees what the engine sees
+        status.journeys.add(Sample.of_report(report))
+        engine.submit_report(report)
+
+    server = sidecar_server(*listen, registry, engine, webhook_token, Deduper(), status).start()
     if exporter_url:
-        ExporterFeed(exporter_url, engine.submit_report, token=handoff_token, stop=stop,
+        ExporterFeed(exporter_url, handed, token=handoff_token, stop=stop,
                      ca_file=config.ca_file).start()
     return SidecarProcess(engine, server, policy, engine.start(stop))

@@ -1,21 +1,27 @@
 """The sidecar's HTTP endpoints: ``POST /alertmanager`` (Alertmanager webhook v4, bearer token
-or basic auth), ``/metrics``, ``/healthz`` and a ``/`` status page (nothing secret on it)."""
+or basic auth), ``/metrics``, ``/healthz`` and the live status page (``/``, ``/api/status``,
+``/static/``: see :mod:`exporter.statuspage`) with the open incident and the last recovery
+(nothing secret on it)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hmac
 import html
 import json
+import statistics
+from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry
 
-from . import __version__
+from . import __version__, statuspage
 from .alertmanager import Deduper, WebhookError, parse_webhook
 from .httpserver import BackgroundServer, QuietHandler
-from .incident import utc
+from .incident import RESOLVED, Incident, utc
 from .logs import get_logger
+from .redact import scrub
 from .sidecar import ALERT_NAME, Sidecar
 
 MAX_WEBHOOK_BYTES = 1 << 20
@@ -37,27 +43,118 @@ def token_matches(token: str | None, authorization: str) -> bool:
     return False
 
 
-def _status_page(sidecar: Sidecar) -> bytes:
+@dataclasses.dataclass(frozen=True)
+class SidecarStatus:
+    """What the sidecar's status page draws beyond its incidents: the journeys it was handed
+    (``journeys.add(Sample.of_report(report))`` at each hand-off), the exporter's address, and
+    the secrets to mask."""
+
+    journeys: statuspage.RecentJourneys = dataclasses.field(
+        default_factory=statuspage.RecentJourneys)
+    exporter_url: str | None = None
+    secrets: Callable[[], Iterable[str | None]] = tuple
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f} s"
+
+
+def _incident_rows(incident: Incident, now: float, masked: Sequence[str]) -> str:
+    start = incident.first_failure_at or incident.opened_at
+    rows = [("incident", incident.id),
+            ("first failure", f"{utc(start)} ({statuspage.for_text(now - start)} ago)"),
+            ("chaos", incident.chaos_mode or "not known yet"),
+            ("failed orders", str(incident.failed_orders)),
+            ("detected by", incident.detected_by),
+            ("link called", utc(incident.link_called_at) or "not yet"),
+            ("link answer", incident.link_answer or ""),
+            ("time to recover", _seconds(incident.duration)),
+            ("resolution", incident.resolution or "")]
+    rows += [("latest", f"{utc(at)} {event}") for at, event in incident.timeline[-3:]]
+    return "<dl>" + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(scrub(v, masked, 200))}</dd>"
+                            for k, v in rows if v) + "</dl>"
+
+
+def _incidents(sidecar: Sidecar, now: float, masked: Sequence[str]) -> str:
     current, closed = sidecar.snapshot()
+    recovered = [i for i in closed if i.status == RESOLVED]
+    mode = "dry run" if sidecar.options.dry_run else "live"
+    parts = []
+    if current is not None:
+        parts.append("<section class='incident failing' data-incident='open'>"
+                     f"<h2>Open incident</h2>{_incident_rows(current, now, masked)}</section>")
+    else:
+        parts.append("<section class='incident up' data-incident='none'><h2>No open incident"
+                     f"</h2><p class='muted'>Recovery is {mode}.</p></section>")
+    if recovered:
+        last = recovered[-1]
+        parts.append("<section class='incident recovery' data-recovery='last'>"
+                     f"<h2>Last recovery <span class='muted'>{html.escape(utc(last.resolved_at) or '')}"
+                     f"</span></h2>{_incident_rows(last, now, masked)}</section>")
     rows = []
     for incident in ([current] if current else []) + list(reversed(closed)):
-        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
-            incident.id, incident.status, incident.chaos_mode or "", utc(incident.first_failure_at) or "",
-            incident.link_answer or "", "" if incident.duration is None else f"{incident.duration:.1f}s",
-        )) + "</tr>")
-    table = ("<table border=1 cellpadding=4><tr><th>incident</th><th>status</th><th>chaos</th>"
-             "<th>first failure</th><th>link answer</th><th>time to recover</th></tr>"
-             + "".join(rows) + "</table>") if rows else "<p>No incident yet.</p>"
+        rows.append("<tr>" + "".join(f"<td>{html.escape(scrub(str(c), masked, 200))}</td>" for c in (
+            incident.id, incident.status, incident.chaos_mode or "",
+            utc(incident.first_failure_at) or "", incident.link_answer or "",
+            _seconds(incident.duration))) + "</tr>")
+    if rows:
+        parts.append("<h2>Incidents</h2><div class='scroll'><table><tr><th>incident</th>"
+                     "<th>status</th><th>chaos</th><th>first failure</th><th>link answer</th>"
+                     "<th>time to recover</th></tr>" + "".join(rows) + "</table></div>")
+    return "".join(parts)
+
+
+def _incidents_json(sidecar: Sidecar, masked: Sequence[str]) -> dict:
+    current, closed = sidecar.snapshot()
+    recovered = [i for i in closed if i.status == RESOLVED]
+
+    def brief(incident: Incident | None) -> dict | None:
+        if incident is None:
+            return None
+        return {"id": incident.id, "status": incident.status,
+                "chaos_mode": scrub(incident.chaos_mode or "", masked) or None,
+                "first_failure_at": incident.first_failure_at or incident.opened_at,
+                "failed_orders": incident.failed_orders, "link_called_at": incident.link_called_at,
+                "link_answer": scrub(incident.link_answer or "", masked) or None,
+                "resolved_at": incident.resolved_at, "time_to_recover_seconds": incident.duration}
+
+    return {"incident": brief(current), "last_recovery": brief(recovered[-1] if recovered else None),
+            "dry_run": sidecar.options.dry_run}
+
+
+def _interval(journeys: Sequence[statuspage.Sample]) -> float:
+    """The exporter's interval, as the hand-offs arrive (15 s until there are some)."""
+    starts = [s.started_at for s in journeys[-11:]]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False) if b > a]
+    return statistics.median(gaps) if gaps else 15.0
+
+
+def _status_view(sidecar: Sidecar, options: SidecarStatus) -> statuspage.View:
+    now = options.journeys.clock.time()
+    secrets = [s for s in options.secrets() if s]
+    journeys = options.journeys.samples()
+    interval = _interval(journeys)
+    links = [("/metrics", "Metrics"), ("/healthz", "Health"), (statuspage.API_PATH, "JSON")]
+    if options.exporter_url:
+        links.append((statuspage.peer_page(options.exporter_url), "Exporter"))
     mode = "dry run" if sidecar.options.dry_run else "live"
-    return (f"<!doctype html><html><head><title>pizza-probe sidecar</title></head><body>"
-            f"<h1>pizza-probe sidecar {html.escape(__version__)} ({mode})</h1>"
-            "<p><a href='/metrics'>Metrics</a> &middot; <a href='/healthz'>Health</a></p>"
-            f"<h2>Incidents</h2>{table}</body></html>").encode()
+    page = statuspage.Page(
+        title="pizza-probe sidecar", heading=f"pizza-probe sidecar {__version__} ({mode})",
+        links=links, poll_seconds=statuspage.poll_seconds(min(interval, 2.0)),
+        extra=lambda masked: _incidents(sidecar, now, masked),
+        extra_json=lambda masked: _incidents_json(sidecar, masked),
+        no_targets="No journeys from an exporter (--exporter-url is empty): the sidecar acts "
+                   "on Alertmanager's webhook alone.")
+    statuses = statuspage.target_statuses(
+        journeys, [""] if options.exporter_url else [], now, stale_after=3 * interval + 60,
+        started_at=options.journeys.started_at, secrets=secrets)
+    return statuspage.View(page, statuses, now, secrets)
 
 
 def make_handler(registry: CollectorRegistry, sidecar: Sidecar, token: str | None,
-                 deduper: Deduper):
+                 deduper: Deduper, status: SidecarStatus | None = None):
     log = get_logger()
+    page_options = status or SidecarStatus()
 
     class SidecarHandler(QuietHandler):
         def _json(self, status: int, body: dict, headers: dict | None = None) -> None:
@@ -65,7 +162,9 @@ def make_handler(registry: CollectorRegistry, sidecar: Sidecar, token: str | Non
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
-            self.send_standard_page(path, registry, lambda: _status_page(sidecar))
+            if not statuspage.respond(self.send_body, path,
+                                      lambda: _status_view(sidecar, page_options)):
+                self.send_standard_page(path, registry, lambda: b"")
 
         do_HEAD = do_GET
 
@@ -105,6 +204,7 @@ def make_handler(registry: CollectorRegistry, sidecar: Sidecar, token: str | Non
 
 
 def sidecar_server(host: str, port: int, registry: CollectorRegistry, sidecar: Sidecar,
-                   token: str | None, deduper: Deduper | None = None) -> BackgroundServer:
-    handler = make_handler(registry, sidecar, token, deduper or Deduper())
+                   token: str | None, deduper: Deduper | None = None,
+                   status: SidecarStatus | None = None) -> BackgroundServer:
+    handler = make_handler(registry, sidecar, token, deduper or Deduper(), status)
     return BackgroundServer(host, port, handler, name="sidecar-http")

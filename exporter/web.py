@@ -1,21 +1,24 @@
 """The exporter's HTTP endpoints: ``/metrics``, ``/healthz``, ``/probe`` (fleet mode),
-``POST /-/reload`` and a ``/`` page that links them and shows the last journeys (redacted), like
-the blackbox exporter's recent probes."""
+``POST /-/reload``, and the live status page (``/``, ``/api/status``, ``/static/``: see
+:mod:`exporter.statuspage`) with the last journeys (redacted), like the blackbox exporter's recent
+probes."""
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
 import html
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, generate_latest
 
-from . import __version__
+from . import __version__, statuspage
+from .clock import Clock
 from .config import ConfigError
 from .fleet import ProbeAnswer, ProbeRefused, ProbeService
 from .handoff import HANDOFF_PATH, LatestJourney, handoff_allowed
@@ -33,17 +36,21 @@ SCRAPE_TIMEOUT_OFFSET = 0.5
 
 
 class History:
-    """An observer that keeps the last ``size`` journeys for the debug view: the scheduled
-    ones (``history(result)``, or ``history.of(name)`` per named target) and ``/probe``'s."""
+    """An observer of the journeys: the scheduled ones (``history(result)``, or
+    ``history.of(name)`` per named target) and ``/probe``'s. The last ``size`` for the debug
+    table; those of the last hour (capped) for the status page, in ``recent``."""
 
-    def __init__(self, size: int = 20) -> None:
+    def __init__(self, size: int = 20, clock: Clock | None = None) -> None:
         self._items: collections.deque[tuple[str, str, JourneyResult]] = \
             collections.deque(maxlen=size)
         self._lock = threading.Lock()
+        self.recent = statuspage.RecentJourneys(clock)
 
     def __call__(self, result: JourneyResult, target: str = "", module: str = "") -> None:
         with self._lock:
             self._items.append((target, module, result))
+        self.recent.add(statuspage.Sample.of_result(
+            result, f"{target} ({module})" if module else target))
 
     def of(self, target: str) -> Callable[[JourneyResult], None]:
         return lambda result: self(result, target)
@@ -56,31 +63,67 @@ class History:
             return list(reversed(self._items))
 
 
-def _status_page(history: History | None, fleet: bool) -> bytes:
+@dataclasses.dataclass(frozen=True)
+class StatusOptions:
+    """What the status page knows beyond the journeys: the scheduled targets ("" alone in
+    one-target mode), the interval, the sidecar's page, and the secrets to mask."""
+
+    targets: Sequence[str] = ("",)
+    interval: float = 15.0
+    sidecar_url: str | None = None
+    secrets: Callable[[], Iterable[str | None]] = tuple
+
+
+def _journeys_table(history: History, secrets: Sequence[str]) -> str:
+    """The debug view: the last journeys, newest first, every free text masked."""
+    entries = history.entries()
+    if not entries:
+        return ""
+    named = any(target for target, _, _ in entries)
     rows = []
-    for target, module, result in history.entries() if history else []:
+    for target, module, result in entries:
         when = datetime.datetime.fromtimestamp(result.started_at, datetime.UTC)
-        outcome = "success" if result.success else f"failure at {result.failed_step}: {result.reason}"
+        outcome = ("success" if result.success else
+                   f"failure at {result.failed_step}: {result.reason}")
         link = result.chaos_link.redacted if result.chaos_link else ""
-        cells = [html.escape(str(cell)) for cell in (
-            target, when.strftime("%Y-%m-%d %H:%M:%S UTC"), outcome, f"{result.duration:.3f}s",
-            result.detail, link)]
-        if module:  # a /probe journey (no link: following one would place an order)
-            cells[0] += f" ({html.escape(module)})"
-        rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
-    table = (
-        "<table border=1 cellpadding=4><tr><th>target</th><th>started</th><th>result</th>"
-        "<th>duration</th><th>detail</th><th>chaos link</th></tr>" + "".join(rows) + "</table>"
-        if rows else "<p>No journey has finished yet.</p>"
-    )
-    probe = (f" &middot; <code>{PROBE_PATH}?target=URL&amp;module=NAME[&amp;debug=true]</code>"
-             if fleet else "")
-    return (
-        "<!doctype html><html><head><title>pizza-probe</title></head><body>"
-        f"<h1>pizza-probe {html.escape(__version__)}</h1>"
-        f"<p><a href='/metrics'>Metrics</a> &middot; <a href='/healthz'>Health</a>{probe}</p>"
-        f"<h2>Recent journeys</h2>{table}</body></html>"
-    ).encode()
+        cells = [scrub(str(cell), secrets, 200) for cell in (
+            when.strftime("%Y-%m-%d %H:%M:%S UTC"), outcome, f"{result.duration:.3f}s",
+            result.detail)] + [link]
+        if named:  # no empty target column in one-target mode
+            label = f"{target} ({module})" if module else target  # /probe's: no link followed
+            cells.insert(0, scrub(label, secrets, 200))
+        rows.append(f"<tr class='{'ok' if result.success else 'fail'}'>"
+                    + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>")
+    head = (["target"] if named else []) + ["started", "result", "duration", "detail",
+                                             "chaos link"]
+    return ("<h2>Recent journeys</h2><div class='scroll'><table><tr>"
+            + "".join(f"<th>{name}</th>" for name in head) + "</tr>" + "".join(rows)
+            + "</table></div>")
+
+
+def _status_view(history: History, fleet: bool, options: StatusOptions) -> statuspage.View:
+    recent = history.recent
+    now = recent.clock.time()
+    secrets = [s for s in options.secrets() if s]
+    links = [("/metrics", "Metrics"), ("/healthz", "Health"), (statuspage.API_PATH, "JSON")]
+    sidecar_page = statuspage.peer_page(options.sidecar_url) if options.sidecar_url else None
+    extra = ""
+    if sidecar_page:
+        links.append((sidecar_page, "Sidecar"))
+        extra += (f"<p>The open incident and the last recovery: <a href='"
+                  f"{html.escape(sidecar_page)}'>the sidecar's page</a>.</p>")
+    if fleet:
+        extra += (f"<p class='muted'>Prometheus probes <code>{PROBE_PATH}?target=URL&amp;"
+                  "module=NAME[&amp;debug=true]</code>.</p>")
+    page = statuspage.Page(
+        title="pizza-probe", heading=f"pizza-probe {__version__}", links=links,
+        poll_seconds=statuspage.poll_seconds(options.interval),
+        extra=lambda masked: extra + _journeys_table(history, masked),
+        extra_json=lambda masked: {"sidecar_url": sidecar_page})
+    statuses = statuspage.target_statuses(
+        recent.samples(), options.targets, now, stale_after=3 * options.interval + 60,
+        started_at=recent.started_at, secrets=secrets)
+    return statuspage.View(page, statuses, now, secrets)
 
 
 # A scrape that allows less than this is refused: no journey fits in it.
@@ -116,7 +159,10 @@ def _number(query: dict, name: str, default: float) -> float:
 
 def make_handler(registry: CollectorRegistry, history: History | None = None,
                  latest: LatestJourney | None = None, handoff_token: str | None = None,
-                 fleet: ProbeService | None = None, reload: Callable[[], None] | None = None):
+                 fleet: ProbeService | None = None, reload: Callable[[], None] | None = None,
+                 status: StatusOptions | None = None):
+    journeys = history or History()
+    page_options = status or StatusOptions()
     text = "text/plain; charset=utf-8"
 
     class ExporterHandler(QuietHandler):
@@ -174,9 +220,9 @@ def make_handler(registry: CollectorRegistry, history: History | None = None,
                 self._probe(parse_qs(parts.query))
             elif path == RELOAD_PATH:
                 self._not_allowed("POST")
-            else:
-                self.send_standard_page(path, registry,
-                                        lambda: _status_page(history, fleet is not None))
+            elif not statuspage.respond(self.send_body, path, lambda: _status_view(
+                    journeys, fleet is not None, page_options)):
+                self.send_standard_page(path, registry, lambda: b"")
 
         def do_HEAD(self) -> None:
             if urlsplit(self.path).path == PROBE_PATH:
@@ -221,6 +267,7 @@ def make_handler(registry: CollectorRegistry, history: History | None = None,
 def exporter_server(host: str, port: int, registry: CollectorRegistry,
                     history: History | None = None, latest: LatestJourney | None = None,
                     handoff_token: str | None = None, fleet: ProbeService | None = None,
-                    reload: Callable[[], None] | None = None) -> BackgroundServer:
-    handler = make_handler(registry, history, latest, handoff_token, fleet, reload)
+                    reload: Callable[[], None] | None = None,
+                    status: StatusOptions | None = None) -> BackgroundServer:
+    handler = make_handler(registry, history, latest, handoff_token, fleet, reload, status)
     return BackgroundServer(host, port, handler, name="exporter-http")
