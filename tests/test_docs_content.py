@@ -50,7 +50,8 @@ def test_the_readme_fits_on_a_screen():
 
 def test_the_readme_says_make_test_needs_root_and_apt_and_which_packages():
     makefile = read("Makefile").replace("\\\n", " ")
-    (packages,) = re.findall(r"^TOOLS_PACKAGES\s*:?=\s*(.+)$", makefile, re.M)
+    packages = " ".join(re.findall(r"^TOOLS_PACKAGES\s*[:+]?=\s*(.+)$", makefile, re.M))
+    assert packages.split(), "no TOOLS_PACKAGES in the Makefile"
     readme = read("README.md")
     section = readme.split("## The two commands", 1)[1].split("\n## ", 1)[0]
     for word in ("root", "apt-get", "Debian"):
