@@ -214,3 +214,76 @@ def test_once_against_a_simulate_process_verifies_at_the_simulators_factory(proc
     assert (result["factory_url"], result["factory_source"]) == (f"http://{factory}", "service")
     assert {step["step"]: step["ok"] for step in result["steps"]}["verify"] is True
     assert trap.seen == [], trap.seen
+
+
+# --- the blocks that cannot run here (a real deployment) still parse and use real flags --------
+
+
+def shell_blocks() -> list[Block]:
+    return [block for path in doc_files() for block in fenced_blocks(path)
+            if block.info.split()[:1] in (["sh"], ["bash"])]
+
+
+def pizza_probe_calls(text: str, commands=("simulate", "serve", "sidecar", "once", "demo",
+                                           "healthcheck")) -> list[list[str]]:
+    """The arguments of each ``pizza-probe`` command in a shell block: in command position
+    (first, or after ``VAR=value`` assignments, ``|``, ``&&``, ``||``, ``;`` or ``&``), or as
+    the image of a ``docker run`` followed by one of ``commands`` (the image runs pizza-probe)."""
+    import shlex
+
+    calls = []
+    for line in text.replace("\\\n", " ").splitlines():
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError:
+            continue  # a heredoc body or the like: bash -n judges the block
+        if words[:2] == ["docker", "run"]:
+            calls += [words[i + 1:] for i in range(2, len(words) - 1)
+                      if re.fullmatch(r"pizza-probe(:[\w.-]+)?", words[i]) and words[i + 1] in commands]
+            continue
+        command_position = True
+        for index, word in enumerate(words):
+            if word in ("|", "&&", "||", ";", "&"):
+                command_position = True
+            elif command_position and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", word):
+                continue
+            elif command_position:
+                if word in ("pizza-probe", ".venv/bin/pizza-probe"):
+                    calls.append(words[index + 1:])
+                command_position = False
+    return calls
+
+
+def test_every_shell_block_parses_and_names_real_commands_and_flags():
+    from exporter.cli import cli
+
+    blocks = shell_blocks()
+    assert len(blocks) > len(BLOCKS), "the deployment examples are shell blocks too"
+    wrong = []
+    for block in blocks:
+        syntax = subprocess.run(["bash", "-n"], input=block.text, capture_output=True, text=True)
+        if syntax.returncode != 0:
+            wrong.append(f"{block.where}: {syntax.stderr.strip()}")
+        for args in pizza_probe_calls(block.text, tuple(cli.commands)):
+            command = cli.commands.get(args[0]) if args else None
+            if command is None:
+                wrong.append(f"{block.where}: no command pizza-probe {' '.join(args[:1])}")
+                continue
+            known = {opt for param in command.params for opt in getattr(param, "opts", [])}
+            for word in args[1:]:
+                flag = word.split("=", 1)[0]
+                if flag.startswith("--") and flag not in known:
+                    wrong.append(f"{block.where}: pizza-probe {args[0]} has no {flag}")
+                if word in ("|", "&", "&&", "||", ";"):
+                    break
+    assert not wrong, "\n".join(wrong)
+
+
+def test_pizza_probe_calls_are_found_in_command_position_only():
+    text = ("A=1 pizza-probe once --json | grep ok && pizza-probe serve \\\n  --interval 5s\n"
+            "docker build -t pizza-probe .\n"
+            "docker run -d --name pizza-probe -v x:/y pizza-probe:1 sidecar --x  # the image's\n"
+            "curl -s http://h/pizza-probe\n")
+    calls = pizza_probe_calls(text)
+    assert [call[0] for call in calls] == ["once", "serve", "sidecar"]
+    assert calls[1] == ["serve", "--interval", "5s"]
