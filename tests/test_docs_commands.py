@@ -102,6 +102,7 @@ def isolated() -> None:
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.skip("runs each block in a network namespace of its own: needs root and unshare "
                     "(make test runs as root)")
+    assert shutil.which("curl"), "the docs' examples use curl: apt-get install curl"
 
 
 def run_block(block: Block, workdir) -> subprocess.CompletedProcess:
