@@ -10,7 +10,7 @@ from .redact import RecoveryLink
 # The steps of one journey, in order.
 STEPS = ("health", "login", "menu", "franchises", "order", "verify", "logout")
 
-# Why a step failed. Documented in README.md; a closed set so label cardinality stays bounded.
+# Why a step failed. Documented in docs/metrics.md; a closed set so label cardinality stays bounded.
 REASONS = {
     "connection_error": "could not connect, the connection was reset, or the name did not resolve",
     "tls_error": "the TLS handshake failed, e.g. a certificate no trusted CA signed (see --ca-file)",

@@ -15,7 +15,7 @@ from processes import Managed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RULES = os.path.join(REPO, "alerts", "pizza-probe.rules.yml")
-ALERTMANAGER_CONFIG = os.path.join(REPO, "alerts", "alertmanager.yml")
+ALERTMANAGER_CONFIG = os.path.join(REPO, "alerts", "alertmanager", "alertmanager.yml")
 
 
 def free_port() -> int:
@@ -87,7 +87,7 @@ class Alertmanager(ConfiguredServer):
 
 def shipped_alertmanager_config(sidecar_url: str, token_file: str, humans_url: str,
                                 wait: str = "1s") -> dict:
-    """alerts/alertmanager.yml with only its addresses and intervals overridden."""
+    """alerts/alertmanager/alertmanager.yml with only its addresses and intervals overridden."""
     with open(ALERTMANAGER_CONFIG) as handle:
         config = yaml.safe_load(handle)
     for route in [config["route"], *config["route"].get("routes", [])]:

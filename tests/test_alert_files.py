@@ -30,6 +30,17 @@ def test_promtool_check_rules():
     assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
 
 
+def test_promtool_checks_every_file_of_the_shell_glob():
+    """`promtool check rules alerts/*.yml`, as a user types it: the glob finds rule files only
+    (the Alertmanager route lives in alerts/alertmanager/)."""
+    out = subprocess.run(f"{binary('promtool')} check rules alerts/*.yml", shell=True, cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    checked = re.findall(r"^Checking (\S+)", out.stdout + out.stderr, re.M)
+    assert checked == [os.path.relpath(p, REPO) for p in sorted(glob.glob(os.path.join(REPO, "alerts", "*.yml")))]
+    assert "alerts/pizza-probe.rules.yml" in checked
+
+
 def test_promtool_test_rules():
     tests = sorted(glob.glob(os.path.join(REPO, "alerts", "tests", "*.yml")))
     assert tests, "alerts/tests/ holds the promtool rule tests"

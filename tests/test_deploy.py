@@ -121,8 +121,9 @@ def test_compose_wires_the_shipped_files():
     assert set(services) >= {"pizza-probe", "pizza-probe-sidecar", "prometheus", "alertmanager", "grafana"}
     assert "../../alerts:/etc/prometheus/rules:ro" in services["prometheus"]["volumes"]
     # Alertmanager runs the shipped route unchanged: the sidecar's service name is its host
-    assert "../../alerts/alertmanager.yml:/etc/alertmanager/alertmanager.yml:ro" in services["alertmanager"]["volumes"]
-    route = yaml.safe_load(open(os.path.join(REPO, "alerts", "alertmanager.yml")))
+    shipped = "../../alerts/alertmanager/alertmanager.yml"
+    assert f"{shipped}:/etc/alertmanager/alertmanager.yml:ro" in services["alertmanager"]["volumes"]
+    route = yaml.safe_load(open(os.path.join(REPO, "alerts", "alertmanager", "alertmanager.yml")))
     hooks = [h["url"] for r in route["receivers"] for h in r.get("webhook_configs", [])]
     assert "http://pizza-probe-sidecar:9817/alertmanager" in hooks
     assert "../../dashboards:/var/lib/grafana/dashboards:ro" in services["grafana"]["volumes"]
