@@ -174,7 +174,9 @@ def _target_info(result: JourneyResult) -> tuple[str, str] | None:
 
 class JourneyCollector:
     """The metrics of one journey, for the registry of one ``/probe`` request (the blackbox
-    exporter's model). Gauges only: every scrape is a new journey, or the last one again."""
+    exporter's model), with the blackbox exporter's ``probe_success`` and
+    ``probe_duration_seconds`` beside ours. Gauges only: every scrape is a new journey, or the
+    last one again."""
 
     def __init__(self, result: JourneyResult, age: float = 0.0) -> None:
         self.result = result
@@ -182,6 +184,14 @@ class JourneyCollector:
 
     def collect(self):
         r = self.result
+        # The blackbox exporter's two names, with its meaning: the dashboards and alerts built
+        # on them (probe_success == 0, avg_over_time(probe_success[5m])) work unchanged.
+        yield GaugeMetricFamily("probe_success", "Displays whether or not the probe was a "
+                                "success: 1 if the whole journey succeeded, else 0.",
+                                value=1 if r.success else 0)
+        yield GaugeMetricFamily("probe_duration_seconds", "Returns how long the probe took to "
+                                "complete in seconds: the whole journey, login to logout.",
+                                value=r.duration)
         yield GaugeMetricFamily("pizza_probe_success", "1 if the journey succeeded, else 0.",
                                 value=1 if r.success else 0)
         yield GaugeMetricFamily("pizza_probe_duration_seconds",

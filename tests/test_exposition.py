@@ -106,4 +106,4 @@ def test_probe_answers_gzip_and_openmetrics_too(simulator, processes):
     assert zipped.headers["Content-Encoding"] == "gzip"
     text = gzip.decompress(zipped.raw.read()).decode()
     assert text.endswith("# EOF\n")
-    assert "pizza_probe_success" in {f.name for f in om_families(text)}
+    assert {"pizza_probe_success", "probe_success"} <= {f.name for f in om_families(text)}
