@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 import requests
@@ -18,6 +19,7 @@ from exporter.metrics import ProbeMetrics, journey_exemplar
 from exporter.result import JourneyResult, StepResult
 
 from conftest import poll, target_args
+from promstack import Prometheus
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 JOURNEY_ID = re.compile(r"[0-9a-f]{16}")
@@ -199,3 +201,34 @@ def test_each_journey_has_an_id_of_its_own():
     ids = {result_with(None, journey_id=JourneyResult(True, 0.0, 0.0, ()).journey_id).journey_id
            for _ in range(50)}
     assert len(ids) == 50 and all(JOURNEY_ID.fullmatch(i) for i in ids)
+
+
+# --- a real Prometheus stores them ------------------------------------------------------------
+
+class ExemplarPrometheus(Prometheus):
+    extra_flags = ("--enable-feature=exemplar-storage",)
+
+    def exemplars(self, expr: str, since: float) -> list[dict]:
+        answer = requests.get(self.url + "/api/v1/query_exemplars", timeout=10, params={
+            "query": expr, "start": since, "end": time.time() + 60}).json()
+        assert answer.get("status") == "success", answer
+        return [exemplar for series in answer["data"] for exemplar in series["exemplars"]]
+
+
+def test_prometheus_with_exemplar_storage_returns_the_order_id(simulator, processes, tmp_path):
+    since = time.time() - 60
+    exporter = processes.start("serve", *target_args(simulator), "--interval", "0.5")
+    prometheus = ExemplarPrometheus(tmp_path, {
+        "global": {"scrape_interval": "1s"},
+        "scrape_configs": [{"job_name": "pizza-probe", "scrape_interval": "1s",
+                            "static_configs": [{"targets": [exporter.url.split("//", 1)[1]]}]}],
+    })
+    try:
+        found = poll(lambda: [e["labels"] for e in prometheus.exemplars(
+            'pizza_probe_step_duration_seconds_bucket{step="order"}', since)
+            if "order_id" in e["labels"]], timeout=20, what="an order exemplar in Prometheus")
+    finally:
+        prometheus.stop()
+    placed = {str(order["id"]) for order in simulator.service.orders}
+    assert all(labels["order_id"] in placed and JOURNEY_ID.fullmatch(labels["journey_id"])
+               for labels in found), (found, placed)
