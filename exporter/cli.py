@@ -356,6 +356,9 @@ def serve(interval: float, listen: tuple[str, int], handoff_token: str | None, t
     one journey (gauges in a registry of their own) per scrape, &debug=true for a readable log.
     /probe accepts only the scheduled targets, the modules file's targets and its
     allowed_target_patterns; a refused target gets 400 and no request. See docs/fleet.md.
+    /probe also answers the blackbox exporter's probe_success and probe_duration_seconds.
+    /metrics and /probe: OpenMetrics on Accept (with exemplars: journey_id, order_id), gzip,
+    name[] filter. See docs/metrics.md.
 
     Stops cleanly within a second on SIGTERM or Ctrl-C, even in the middle of an order;
     SIGHUP reloads --config.file.

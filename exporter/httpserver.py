@@ -26,9 +26,10 @@ import time
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler
 from typing import cast
+from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import make_wsgi_app
 
 from .config import ConfigError
 
@@ -713,12 +714,36 @@ class QuietHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def send_exposition(self, registry: CollectorRegistry) -> None:
+        """``registry`` as prometheus_client's own WSGI app answers it: OpenMetrics (with
+        exemplars) when ``Accept`` asks for it, else the text format; gzip when
+        ``Accept-Encoding`` allows it; only the families ``name[]`` names, if any. The app is
+        called with the few keys of a WSGI environ it reads: this server's limits on heads,
+        bodies and workers stay in front of it."""
+        environ = {
+            "REQUEST_METHOD": "GET",  # HEAD too: send_body leaves the body out
+            "PATH_INFO": urlsplit(self.path).path,
+            "QUERY_STRING": urlsplit(self.path).query,
+            "HTTP_ACCEPT": self.headers.get("Accept", ""),
+            "HTTP_ACCEPT_ENCODING": self.headers.get("Accept-Encoding", ""),
+        }
+        answer: dict = {}
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info=None) -> None:
+            answer["status"], answer["headers"] = int(status.split()[0]), dict(headers)
+
+        body = b"".join(make_wsgi_app(registry)(environ, start_response))
+        headers = answer["headers"]
+        content_type = headers.pop("Content-Type", "text/plain; charset=utf-8")
+        headers["Vary"] = "Accept, Accept-Encoding"  # one URL, several answers
+        self.send_body(answer["status"], body, content_type, headers)
+
     def send_standard_page(self, path: str, registry: CollectorRegistry,
                            status_page: Callable[[], bytes]) -> None:
-        """``/metrics``, ``/healthz`` and ``/`` as every pizza-probe server has them; 404 else."""
+        """``/metrics`` (:meth:`send_exposition`), ``/healthz`` and ``/`` as every pizza-probe
+        server has them; 404 else."""
         if path == "/metrics":
-            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-            self.send_body(200, encoder(registry), content_type)
+            self.send_exposition(registry)
         elif path == "/healthz":
             self.send_body(200, b"ok\n", "text/plain; charset=utf-8")
         elif path == "/":

@@ -12,6 +12,7 @@ journey; a little of it is kept back so that logout can still run after a step u
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -22,7 +23,7 @@ from .client import PizzaClient
 from .clock import Clock, SystemClock
 from .config import ProbeConfig
 from .discovery import FactoryChoice, FactoryDirectory
-from .redact import RecoveryLink
+from .redact import RecoveryLink, secret_parts
 from .result import JourneyResult, StepFailure, StepResult
 
 T = TypeVar("T")
@@ -81,6 +82,7 @@ def run_journey(
     link: RecoveryLink | None = None
     token: str | None = None
     factory: FactoryChoice | None = None
+    order_id: str | None = None
     if config.factory_url is not None:
         factory = FactoryChoice(config.factory_url, "configured")
     with PizzaClient(config, session) as client:
@@ -100,6 +102,8 @@ def run_journey(
                 link = failure.link
                 raise
             link = answer.link
+            order_id = _order_id(answer.order_id, (
+                config.password, token, *(secret_parts(link.reveal()) if link else ())))
             order_seconds = steps.results[-1].duration
 
             def verify() -> None:
@@ -127,7 +131,7 @@ def run_journey(
     if steps.failure is None:
         return JourneyResult(True, started_at, duration, tuple(steps.results), status=200,
                              target_version=version, factory_url=factory_url,
-                             factory_source=factory_source)
+                             factory_source=factory_source, order_id=order_id)
     failed_step, first_failure = steps.failure
     return JourneyResult(
         success=False,
@@ -142,7 +146,27 @@ def run_journey(
         target_version=version,
         factory_url=factory_url,
         factory_source=factory_source,
+        order_id=order_id,
     )
+
+
+# The order ids an exemplar may carry: the service's are integers; 20 digits hold any 64-bit one.
+ORDER_ID = re.compile(r"[0-9]{1,20}")
+
+
+def _order_id(value: int | None, secrets: tuple[str | None, ...]) -> str | None:
+    """``order.id`` of the service's answer as text, or None if it is not a short number, or if
+    a secret (the password, the token, the chaos link's key or code) stands in it: the id comes
+    from the server, and a hostile one could echo the password as the id to have it exported
+    on every exemplar."""
+    if value is None or not 0 <= value < 10**20:
+        return None
+    text = str(value)
+    if not ORDER_ID.fullmatch(text):
+        return None
+    if any(secret and secret in text for secret in secrets):
+        return None
+    return text
 
 
 def _judge_link(steps: _Steps, order_seconds: float, slow_threshold: float) -> None:

@@ -90,6 +90,8 @@ def journey_fields(result: JourneyResult) -> dict:
         "status": result.status,
         "detail": result.detail or None,
         "duration_seconds": round(result.duration, 4),
+        "journey_id": result.journey_id,  # as on the journey's exemplars
+        "order_id": result.order_id,
     }
     for step in result.steps:
         fields[f"{step.name}_seconds"] = round(step.duration, 4)

@@ -4,6 +4,7 @@ step and reason names (the label values of ``pizza_probe_failures_total``)."""
 from __future__ import annotations
 
 import dataclasses
+import secrets
 
 from .redact import RecoveryLink
 
@@ -24,6 +25,11 @@ REASONS = {
     "slow": "the order carried a chaos link and took longer than --slow-threshold (throttle chaos)",
     "chaos_link": "the order succeeded but its answer carried a chaos link",
 }
+
+
+def new_journey_id() -> str:
+    """A journey's id: 16 random hex digits, to find it again from an exemplar or a log line."""
+    return secrets.token_hex(8)
 
 
 class StepFailure(Exception):
@@ -73,6 +79,12 @@ class JourneyResult:
     # a module's factory_url), "service" (its GET /api/docs) or "default" (the public factory).
     factory_url: str | None = None
     factory_source: str | None = None
+    # The service's id of the order this journey placed (``order.id`` of its 200 answer), as
+    # text; None if no order was answered, or if the id could carry a secret (see journey.py).
+    order_id: str | None = None
+    # Made here, once per journey: every observer (metrics' exemplars, the log line, /probe)
+    # sees the same id. Results that differ only in it are equal.
+    journey_id: str = dataclasses.field(default_factory=new_journey_id, compare=False)
 
     @property
     def step_durations(self) -> dict[str, float]:
@@ -93,6 +105,8 @@ class JourneyResult:
             "target_version": self.target_version,
             "factory_url": self.factory_url,
             "factory_source": self.factory_source,
+            "order_id": self.order_id,
+            "journey_id": self.journey_id,
             "steps": [
                 {
                     "step": s.name,

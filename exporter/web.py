@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.exposition import generate_latest
 
 from . import __version__, statuspage
 from .clock import Clock
@@ -207,9 +207,8 @@ def make_handler(registry: CollectorRegistry, history: History | None = None,
             if (first("debug") or "").lower() == "true":
                 page = render_probe_debug(answer, generate_latest(probe_registry).decode())
                 self.send_body(200, page.encode(), text)
-            else:
-                encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-                self.send_body(200, encoder(probe_registry), content_type)
+            else:  # negotiated and compressed as /metrics is
+                self.send_exposition(probe_registry)
 
         def do_GET(self) -> None:
             parts = urlsplit(self.path)
