@@ -11,7 +11,7 @@
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY setup.cfg pyproject.toml README.md ./
+COPY setup.cfg pyproject.toml README.md LICENSE ./
 COPY exporter ./exporter
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 

@@ -59,6 +59,7 @@ def test_dockerfile_essentials():
     assert final.index("COPY requirements.txt") < final.index("COPY --from=build")
     # only what requirements.txt pins, file by file (its hashes): tests below check the pins
     assert "pip install --no-cache-dir --require-hashes -r /tmp/requirements.txt" in final
+    assert re.search(r"^COPY setup.cfg pyproject.toml README.md LICENSE \./$", text, re.M)
 
 
 def pins(filename: str) -> dict[str, tuple[str, list[str], list[str]]]:
