@@ -56,7 +56,8 @@ tools:
 	  exit $$status; \
 	fi
 
-# ruff gates the whole tree and mypy exporter/ (settings in pyproject.toml); the suite runs after them.
+# ruff gates the whole tree and mypy exporter/ and dashboards/generate.py (settings in
+# pyproject.toml); the suite runs after them.
 lint: install
 	$(BIN)/ruff check
 	$(BIN)/mypy

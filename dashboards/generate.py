@@ -77,7 +77,7 @@ def nan_map(text: str) -> dm.SpecialValueMap:
         match=dm.SpecialValueMatch.NA_N, result=dm.ValueMappingResult(text=text, index=0)))
 
 
-def fixed_colours(*pairs: tuple[str, str]) -> list[db.DashboardFieldConfigSourceOverrides]:
+def fixed_colours(*pairs: tuple[str, str]) -> list[cogbuilder.Builder[dm.DashboardFieldConfigSourceOverrides]]:
     """Series overrides: series name -> fixed colour."""
     return [db.DashboardFieldConfigSourceOverrides()
             .matcher(dm.MatcherConfig(id_val="byName", options=name))
@@ -294,7 +294,7 @@ def what_broke() -> list:
         .mappings([value_map(("0", "no link", "green"), ("1", "chaos link", "red"))])
         .fill_opacity(70).line_width(0)
         .hide_from(cb.HideSeriesConfig().legend(False).tooltip(False).viz(False))
-        .align_value("left").merge_values(True).row_height(0.9).show_value(common.VisibilityMode.AUTO)
+        .align_value(common.TimelineValueAlignment.LEFT).merge_values(True).row_height(0.9).show_value(common.VisibilityMode.AUTO)
         .legend(cb.VizLegendOptions().display_mode(common.LegendDisplayMode.LIST)
                 .placement(common.LegendPlacement.BOTTOM).show_legend(True))
         .tooltip(cb.VizTooltipOptions().mode(common.TooltipDisplayMode.SINGLE).sort(common.SortOrder.NONE))
