@@ -11,7 +11,7 @@
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY setup.cfg pyproject.toml README.md ./
+COPY setup.cfg pyproject.toml README.md LICENSE ./
 COPY exporter ./exporter
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
@@ -36,9 +36,11 @@ RUN groupadd --system --gid 10001 pizza \
     && mkdir -p /var/lib/pizza-probe/incidents \
     && chown -R 10001:10001 /var/lib/pizza-probe
 
-# Dependencies first, in their own layer: rebuilt only when requirements.txt changes.
+# Dependencies first, in their own layer: rebuilt only when requirements.txt changes. Every
+# package under install_requires is pinned there with the hashes of its files (`make
+# requirements`): pip refuses anything else, so a build installs exactly what was reviewed.
 COPY requirements.txt /tmp/requirements.txt
-RUN pip install --no-cache-dir -r /tmp/requirements.txt && rm /tmp/requirements.txt
+RUN pip install --no-cache-dir --require-hashes -r /tmp/requirements.txt && rm /tmp/requirements.txt
 
 COPY --from=build /wheels /tmp/wheels
 RUN pip install --no-cache-dir --no-deps /tmp/wheels/*.whl && rm -rf /tmp/wheels

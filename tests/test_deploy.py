@@ -10,9 +10,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 from promstack import REPO, binary
 
@@ -53,18 +57,76 @@ def test_dockerfile_essentials():
     assert "PASSWORD" not in text and "TOKEN" not in text  # no secrets baked in
     # the dependency layer comes before the code, so a code change keeps it cached
     assert final.index("COPY requirements.txt") < final.index("COPY --from=build")
+    # only what requirements.txt pins, file by file (its hashes): tests below check the pins
+    assert "pip install --no-cache-dir --require-hashes -r /tmp/requirements.txt" in final
+    assert re.search(r"^COPY setup.cfg pyproject.toml README.md LICENSE \./$", text, re.M)
 
 
-def test_requirements_pin_exactly_the_install_requires():
+def pins(filename: str) -> dict[str, tuple[str, list[str], list[str]]]:
+    """A pip-compile output: name -> (version, its sha256 hashes, what it is there for)."""
+    found: dict[str, tuple[str, list[str], list[str]]] = {}
+    name = ""
+    for line in open(os.path.join(REPO, filename)).read().splitlines():
+        pinned = re.match(r"^([A-Za-z0-9._-]+)==(\S+)", line)
+        if pinned:
+            name = pinned.group(1).lower()
+            found[name] = (pinned.group(2), [], [])
+        elif name and (digest := re.match(r"^\s+--hash=sha256:([0-9a-f]{64})", line)):
+            found[name][1].append(digest.group(1))
+        elif name and (via := re.match(r"^\s+#\s+(?:via\s+)?([A-Za-z0-9._-]+)", line)):
+            if via.group(1) != "via":
+                found[name][2].append(via.group(1).lower())
+        elif line.strip() and not line.lstrip().startswith("#"):
+            raise AssertionError(f"{filename}: unexpected line {line!r}")
+    return found
+
+
+def declared(key: str, section: str = "options") -> dict[str, SpecifierSet]:
     parser = configparser.ConfigParser()
     parser.read(os.path.join(REPO, "setup.cfg"))
-    def names(lines):
-        return sorted(re.split(r"[<>=!~ ]", line.strip())[0].lower()
-                      for line in lines if line.strip() and not line.startswith("#"))
-    wanted = names(parser["options"]["install_requires"].splitlines())
-    pinned = open(os.path.join(REPO, "requirements.txt")).read().splitlines()
-    assert names(pinned) == wanted
-    assert all("==" in line for line in pinned if line.strip() and not line.startswith("#"))
+    wanted = {}
+    for line in parser[section][key].splitlines():
+        if line.strip():
+            requirement = Requirement(line.strip())
+            wanted[canonicalize_name(requirement.name)] = requirement.specifier
+    return wanted
+
+
+def test_requirements_pin_every_dependency_with_hashes():
+    """requirements.txt (the image's) is compiled from setup.cfg's install_requires: each of
+    them and everything under them pinned (==) with hashes, nothing else; `make requirements`
+    regenerates it."""
+    text = open(os.path.join(REPO, "requirements.txt")).read()
+    assert "#    make requirements\n" in text[:300]  # the header says how to regenerate it
+    pinned = pins("requirements.txt")
+    wanted = declared("install_requires")
+    assert "urllib3" in wanted  # the code imports it (exporter/urls.py): declared, not assumed
+    for name, spec in wanted.items():
+        assert name in pinned, f"{name} is in install_requires but not pinned"
+        assert spec.contains(pinned[name][0], prereleases=True), f"{name}=={pinned[name][0]} is not {spec}"
+    for name, (version, hashes, via) in pinned.items():
+        assert hashes, f"{name}=={version} has no hash: the image installs with --require-hashes"
+        # every pin is there for install_requires, directly or through another pin
+        assert via and all(v == "pizza-probe" or v in pinned for v in via), f"{name} via {via}"
+    assert {n for n, (_, _, via) in pinned.items() if "pizza-probe" in via} == set(wanted)
+
+
+def test_test_requirements_pin_the_test_extra_and_the_build_backend_alike():
+    """requirements-test.txt (make install): the test extra and install_requires, pinned with
+    hashes, at the same versions as requirements.txt, plus the build backend that the editable
+    install runs without build isolation."""
+    test_pins, runtime_pins = pins("requirements-test.txt"), pins("requirements.txt")
+    for name, spec in {**declared("install_requires"), **declared("test", "options.extras_require")}.items():
+        assert name in test_pins, f"{name} is not pinned in requirements-test.txt"
+        assert spec.contains(test_pins[name][0], prereleases=True), name
+    assert all(hashes for _, hashes, _ in test_pins.values())
+    differ = {n: (v, test_pins[n][0]) for n, (v, _, _) in runtime_pins.items() if test_pins[n][0] != v}
+    assert not differ, f"pinned differently in requirements.txt and requirements-test.txt: {differ}"
+    backend = Requirement(tomllib.load(open(os.path.join(REPO, "pyproject.toml"), "rb"))["build-system"]["requires"][0])
+    assert backend.specifier.contains(test_pins[backend.name][0])
+    makefile = open(os.path.join(REPO, "Makefile")).read()
+    assert "--require-hashes -r requirements-test.txt" in makefile
+    assert "--no-deps --no-build-isolation -e ." in makefile
 
 
 def test_image_install_step_from_a_clean_copy(tmp_path):
@@ -88,7 +150,7 @@ def test_image_install_step_from_a_clean_copy(tmp_path):
               "--wheel-dir", str(tmp_path / "wheels"), ".", cwd=context)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     (wheel,) = (tmp_path / "wheels").glob("pizza_probe-*.whl")
-    for args in (["install", "--no-cache-dir", "-r", "requirements.txt"],
+    for args in (["install", "--no-cache-dir", "--require-hashes", "-r", "requirements.txt"],
                  ["install", "--no-cache-dir", "--no-deps", str(wheel)]):
         out = run(pip, "--disable-pip-version-check", *args, cwd=context)
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
