@@ -39,15 +39,16 @@ dashboards: install
 # tests/test_image.py builds and runs the image on a private Docker engine (docker.io: dockerd,
 # containerd, runc, the docker client) from a base image it makes with debootstrap. The system
 # dockerd must not start at install (it would make a docker0 bridge): policy-rc.d denies it.
-# tests/test_status_page.py watches the status page in a headless chromium (Debian's package).
+# tests/test_status_page.py watches the status page in a headless chromium (Debian's package);
+# tests/test_docs_commands.py runs the docs' runnable blocks, which wait for servers with curl.
 TOOLS_PACKAGES := prometheus prometheus-alertmanager docker-compose openssl docker.io debootstrap \
-                  chromium
+                  chromium curl
 tools:
 	@PATH="$$PATH:/usr/sbin:/sbin"; \
 	if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus-alertmanager >/dev/null 2>&1 \
 	    || ! command -v docker-compose >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1 \
 	    || ! command -v dockerd >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1 \
-	    || ! command -v chromium >/dev/null 2>&1; then \
+	    || ! command -v chromium >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then \
 	  echo "installing Debian packages $(TOOLS_PACKAGES)"; \
 	  created=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
 	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d \
