@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .timing import OutageTimes, describe
+from .timing import OutageTimes, describe, format_seconds, in_intervals
 
 if TYPE_CHECKING:  # the heavy modules are imported once the first line is out
     from .incident import IncidentStore
@@ -139,7 +139,9 @@ class Timeline:
                 self._print("sidecar", fields["text"], now)
             elif name == "incident_resolved":
                 where = f"; postmortem draft: {fields['path']}" if fields.get("path") else ""
-                self._print("sidecar", f"incident resolved: {fields['resolution']}{where}", now)
+                own = format_seconds(fields.get("time_to_recover"))  # from its first failed order
+                self._print("sidecar", f"incident resolved: {fields['resolution']} ({own} after "
+                            f"the first failed order){where}", now)
                 drill, ended = self.drill, fields.get("good_order_ended_at")
                 if drill is not None and drill.resolved_at is not None and ended is not None:
                     self._recovered(drill, ended, "sidecar", "a good order verified it")
@@ -186,7 +188,8 @@ class Timeline:
 
     def summary(self) -> str:
         def cell(seconds: float | None) -> str:
-            return "-" if seconds is None else f"{seconds:.1f}s ({seconds / self.interval:.2f}x)"
+            return ("-" if seconds is None
+                    else f"{format_seconds(seconds)} ({in_intervals(seconds, self.interval):.2f}x)")
 
         lines = [f"{'DRILL':<10} {'OUTCOME':<14} {'TIME TO DETECT':<16} {'TIME TO RECOVER':<16}"
                  f"  (x the probe interval of {self.interval:g}s)"]

@@ -66,10 +66,16 @@ def in_intervals(seconds: float, interval: float) -> float:
     return seconds / interval if interval > 0 else float("inf")
 
 
-def describe(seconds: float | None, interval: float | None = None) -> str:
-    """``1.2s`` or ``1.2s (0.6x the probe interval)``; ``-`` when unknown."""
+def format_seconds(seconds: float | None) -> str:
+    """``0.02s``, ``1.25s``, ``32.1s``: two decimals under 10 s (a heal takes milliseconds:
+    "0.0s" would hide it), one above; ``-`` when unknown."""
     if seconds is None:
         return "-"
-    if interval is None:
-        return f"{seconds:.1f}s"
-    return f"{seconds:.1f}s ({in_intervals(seconds, interval):.2f}x the probe interval)"
+    return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s"
+
+
+def describe(seconds: float | None, interval: float | None = None) -> str:
+    """``1.25s`` or ``1.25s (0.62x the probe interval)``; ``-`` when unknown."""
+    if seconds is None or interval is None:
+        return format_seconds(seconds)
+    return f"{format_seconds(seconds)} ({in_intervals(seconds, interval):.2f}x the probe interval)"
