@@ -111,7 +111,7 @@ def median_or_none(values: list[float]) -> float | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=10,
+    parser.add_argument("--pairs", "--rounds", type=int, default=10,
                         help="pairs (first incident, then one right after its heal) per mode")
     parser.add_argument("--interval", type=float, default=2.0, help="probe interval, s (default 2)")
     parser.add_argument("--throttle-delay", type=float, default=3.0, help="throttle delay, s (default 3)")

@@ -71,6 +71,7 @@ class Timeline:
         self.drill: Drill | None = None
         self.drills: list[Drill] = []
         self.closed = False
+        self.journeys_seen = 0
         self._lock = threading.Lock()
         self.finished = threading.Condition(self._lock)
         # listeners of bench/drills.py: (event, fields) with the moment it happened
@@ -107,6 +108,11 @@ class Timeline:
     def on_journey(self, result: JourneyResult) -> None:
         with self._lock:
             drill, now = self.drill, self.clock()
+            if not self.journeys_seen and not self.closed:  # the first sign of life
+                self._print("probe", "first journey: " + (
+                    f"a good order in {format_seconds(result.duration)}; the shop works"
+                    if result.success else f"failed at {result.failed_step}: {result.reason}"), now)
+            self.journeys_seen += 1
             if drill is None or self.closed:
                 return
             ended = result.started_at + result.duration
@@ -399,8 +405,9 @@ class Demo:
             self.interrupted = self.stop_event.is_set()  # only Ctrl-C sets it before the stop
             self.timeline.close()  # before the stop: a journey the shutdown breaks is no news
             self.stop()
-            self.out.write(self.summary() + "\n")
-            self.out.flush()
+            if self.simulator is not None or self.interrupted:  # something ran, or Ctrl-C
+                self.out.write(self.summary() + "\n")
+                self.out.flush()
         return ok
 
     def summary(self) -> str:

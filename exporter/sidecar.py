@@ -448,8 +448,14 @@ class Sidecar:
                    time_to_detect=times.time_to_detect, time_to_recover=times.time_to_recover)
 
     def _tell(self, event: str, **fields) -> None:
-        if self.listener is not None:
+        """Tell the listener (the demo's timeline); its failure never stops a recovery."""
+        if self.listener is None:
+            return
+        try:
             self.listener(event, fields)
+        except Exception as exc:  # noqa: BLE001 (a listener's bug must not stop the sidecar)
+            self.log.error("sidecar listener failed", extra={"fields": {
+                "event": event, "error": type(exc).__name__}})
 
     def _save(self, incident: Incident) -> None:
         self.store.save(incident)  # never raises; a failure is logged once while it lasts
