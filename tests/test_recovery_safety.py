@@ -518,3 +518,14 @@ def test_handoff_needs_the_token_when_one_is_set():
         open_server.stop()
     assert not handoff_allowed(None, "", "10.1.2.3") and handoff_allowed(None, "", "127.0.0.1")
     assert handoff_allowed(None, "", "::1") and not handoff_allowed("t", "", "127.0.0.1")
+
+
+def test_the_handoff_carries_the_journeys_duration_and_refuses_a_negative_one():
+    report = ProbeReport(seq=3, success=False, started_at=1000.0, failed_step="order",
+                         reason="factory_error", duration=0.25)
+    assert ProbeReport.from_json(report.to_json()) == report and report.ended_at == 1000.25
+    old = {k: v for k, v in report.to_json().items() if k != "duration"}  # an older exporter
+    assert ProbeReport.from_json(old).duration is None and ProbeReport.from_json(old).ended_at == 1000.0
+    for bad in (-1, "0.2", True, float("inf")):
+        with pytest.raises(ValueError):
+            ProbeReport.from_json({**report.to_json(), "duration": bad})
