@@ -17,7 +17,6 @@ from .httpserver import BackgroundServer, QuietHandler
 from .incident import utc
 from .logs import get_logger
 from .sidecar import ALERT_NAME, Sidecar
-from .timing import format_seconds
 
 MAX_WEBHOOK_BYTES = 1 << 20
 
@@ -44,7 +43,7 @@ def _status_page(sidecar: Sidecar) -> bytes:
     for incident in ([current] if current else []) + list(reversed(closed)):
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (
             incident.id, incident.status, incident.chaos_mode or "", utc(incident.first_failure_at) or "",
-            incident.link_answer or "", format_seconds(incident.times.time_to_recover),  # timing.py
+            incident.link_answer or "", "" if incident.duration is None else f"{incident.duration:.1f}s",
         )) + "</tr>")
     table = ("<table border=1 cellpadding=4><tr><th>incident</th><th>status</th><th>chaos</th>"
              "<th>first failure</th><th>link answer</th><th>time to recover</th></tr>"
