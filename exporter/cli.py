@@ -592,9 +592,9 @@ def simulate(listen, factory_listen, chaos, throttle_delay, chaos_every, chaos_m
 @click.option("--chaos-modes", type=CHAOS_MODE_LIST, default=",".join(CHAOS_MODES),
               show_default=True, help="The chaos modes to drill, in order.")
 @click.option("--listen", type=LISTEN, default="127.0.0.1:9816", show_default=True,
-              help="The exporter's address (/metrics).")
+              help="The exporter's address (/ status page, /metrics); a free port if taken.")
 @click.option("--sidecar-listen", type=LISTEN, default="127.0.0.1:9817", show_default=True,
-              help="The sidecar's address (/metrics).")
+              help="The sidecar's address (/ status page, /metrics); a free port if taken.")
 @click.option("--incident-dir", metavar="DIR", help="Write each incident's record here.")
 @click.option("--drill-timeout", type=DURATION, default="30s", show_default=True,
               help="With --once: give up on a drill after this long.")
@@ -610,7 +610,9 @@ def demo(once_, interval, throttle_delay, chaos_every, chaos_modes, listen, side
 
     Starts the simulator, the exporter and the self-healing sidecar in one process, breaks
     the factory (fail, throttle, badjwt) and prints a live timeline: chaos started, first
-    failed probe, recovery link called, first good order, time to detect and to recover.
+    failed probe, recovery link called, first good order, time to detect and to recover
+    (defined in docs/timing.md). The first line names the status pages; if --listen or
+    --sidecar-listen is taken, a free port is used and named. Ctrl-C prints a summary.
     """
     setup_logging(log_level)
     store = _incident_store(incident_dir)  # a bad directory is a usage error, before anything starts
@@ -620,14 +622,7 @@ def demo(once_, interval, throttle_delay, chaos_every, chaos_modes, listen, side
                            factory_tls=factory_tls),
                sys.stdout, store)
     _stop_on_signals(app.stop_event)
-    app.start()
-    try:
-        if once_:
-            return EXIT_OK if app.run_drills() else EXIT_FAILED
-        app.run_forever()
-        return EXIT_OK
-    finally:
-        app.stop()
+    return EXIT_OK if app.run(once_) else EXIT_FAILED
 
 
 @cli.command()

@@ -42,6 +42,12 @@ class ProbeReport:
     link: RecoveryLink | None = None
     first_failure_at: float | None = None  # start of the current failure streak
     order_seconds: float | None = None  # how long the order step took, if it ran
+    duration: float | None = None  # how long the whole journey took (None from an old exporter)
+
+    @property
+    def ended_at(self) -> float:
+        """When the journey ended (its start, if an old exporter did not say how long)."""
+        return self.started_at + (self.duration or 0.0)
 
     @classmethod
     def from_result(cls, result: JourneyResult, seq: int = 0,
@@ -49,7 +55,7 @@ class ProbeReport:
         return cls(seq, result.success, result.started_at, result.failed_step, result.reason,
                    result.detail, result.chaos_link,
                    None if result.success else (first_failure_at or result.started_at),
-                   result.step_durations.get("order"))
+                   result.step_durations.get("order"), result.duration)
 
     def to_json(self) -> dict:
         return {
@@ -59,6 +65,7 @@ class ProbeReport:
             "chaos_link_key": self.link.key if self.link else None,
             "first_failure_at": self.first_failure_at,
             "order_seconds": self.order_seconds,
+            "duration": self.duration,
         }
 
     @classmethod
@@ -92,6 +99,9 @@ class ProbeReport:
         started_at = timestamp("started_at", required=True)
         if started_at is None:
             raise ValueError("hand-off answer has no started_at")
+        duration = timestamp("duration", required=False)
+        if duration is not None and duration < 0:
+            raise ValueError("hand-off answer has a bad duration")
         return cls(
             seq=field("seq", (int,), required=True),
             success=field("success", (bool,), required=True),
@@ -102,6 +112,7 @@ class ProbeReport:
             link=RecoveryLink(link, field("chaos_link_key", (str,)) or "") if link else None,
             first_failure_at=timestamp("first_failure_at", required=False),
             order_seconds=timestamp("order_seconds", required=False),
+            duration=duration,
         )
 
 

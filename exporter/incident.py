@@ -14,6 +14,7 @@ import tempfile
 from .config import read_regular_file
 from .handoff import ProbeReport
 from .logs import get_logger
+from .timing import OutageTimes
 
 
 def utc(ts: float | None) -> str | None:
@@ -46,7 +47,7 @@ ABANDONED_RESOLUTION = ("abandoned at restart: the sidecar stopped before this i
 MAX_RECORD_BYTES = 4 << 20  # a record is a few KiB; a bigger file is not ours
 MAX_RECORD_FILES = 10_000  # records looked at when the sidecar starts, at most
 _TIMES = ("opened_at", "first_failure_at", "alert_fired_at", "alert_resolved_at",
-          "link_called_at", "first_good_order_at", "resolved_at")
+          "link_called_at", "first_good_order_at", "resolved_at", "first_failure_ended_at")
 
 FACTORY_UNREACHABLE = "factory unreachable (the service cannot reach its factory)"
 # The chaos modes observed_chaos names only from an answer that carried a chaos link.
@@ -114,6 +115,7 @@ class Incident:
     resolved_at: float | None = None
     status: str = OPEN  # OPEN, RESOLVED or ABANDONED
     resolution: str | None = None
+    first_failure_ended_at: float | None = None  # when the first failed order was known
     attempts: list[dict] = dataclasses.field(default_factory=list)
     timeline: list[tuple[float, str]] = dataclasses.field(default_factory=list)
 
@@ -137,9 +139,16 @@ class Incident:
         return self.failed_orders / self.orders_seen if self.orders_seen else None
 
     @property
+    def times(self) -> OutageTimes:
+        """Time to detect and to recover as exporter/timing.py defines them: the sidecar does
+        not know when the factory broke, so the outage starts with the first failed order."""
+        return OutageTimes(self.first_failure_at or self.opened_at,
+                           self.first_failure_ended_at, self.first_good_order_at)
+
+    @property
     def duration(self) -> float | None:
-        start = self.first_failure_at or self.opened_at
-        return None if self.first_good_order_at is None else max(0.0, self.first_good_order_at - start)
+        """The time to recover (``duration_seconds`` in the record)."""
+        return self.times.time_to_recover
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
@@ -147,6 +156,9 @@ class Incident:
         for key in _TIMES:
             data[key] = utc(data[key])
         data["duration_seconds"] = None if self.duration is None else round(self.duration, 3)
+        for key, seconds in (("time_to_detect_seconds", self.times.time_to_detect),
+                             ("time_to_recover_seconds", self.times.time_to_recover)):
+            data[key] = None if seconds is None else round(seconds, 3)
         return data
 
     @classmethod

@@ -105,16 +105,17 @@ def start_exporter(config: ProbeConfig, interval: float, listen: tuple[str, int]
     metrics = ProbeMetrics(registry, targets=None if targets is None else
                            [name for name, _ in scheduled])
     loops = []
+    extra = list(observers)
     for index, (name, url) in enumerate(scheduled):
         per_target: list[Observer]
-        if targets is None:
-            per_target = [metrics.record, history, latest, JourneyLogger(log)]
+        if targets is None:  # ``observers`` before the hand-off: told before the sidecar acts
+            per_target = [metrics.record, history, *extra, latest, JourneyLogger(log)]
         else:
             per_target = [metrics.recorder(name), history.of(name),
-                          JourneyLogger(log, {"target": name})]
+                          JourneyLogger(log, {"target": name}), *extra]
         loops.append(ProbeLoop(
             functools.partial(_scheduled_journey, modules, module, url, factories),
-            interval, [*per_target, *observers], rng=random.Random(),
+            interval, per_target, rng=random.Random(),
             start_delay=interval * index / len(scheduled)))
     # /probe exists in fleet mode only: with --target or a modules file. A one-target exporter
     # keeps its old surface: nobody who reaches it can make it order more often.

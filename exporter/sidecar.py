@@ -118,6 +118,8 @@ class Sidecar:
         self._ignore_before = 0.0
         self._notes_once: set[tuple[str, str]] = set()
         self._last_confirm: float | None = None  # the alert trigger's last confirming order
+        self._confirm_found_working = False  # ... and whether it found the shop working
+        self._confirm_incident: str | None = None  # ... and the incident it was placed for
         self.dropped = 0  # events refused because the queue was full
         self._lock = threading.Lock()  # guards reads of incident state by the status page
         self._update_enabled()
@@ -125,7 +127,7 @@ class Sidecar:
     # --- producers (any thread) ---------------------------------------------------------------
 
     def submit_report(self, report: ProbeReport) -> None:
-        self._submit(("report", report))
+        self._submit(("report", (report, self.clock.time())))
 
     def submit_alert(self, status: str) -> None:
         """Alerts are a trigger, not a work queue: the webhook never waits, and however many
@@ -171,7 +173,8 @@ class Sidecar:
             if event is not None:
                 kind, payload = event
                 if kind == "report":
-                    self._on_report(payload)
+                    report, received_at = payload if isinstance(payload, tuple) else (payload, None)
+                    self._on_report(report, received_at=received_at)
                 elif kind == "alert":
                     self._on_alert(payload)
             self._update_enabled()
@@ -187,13 +190,16 @@ class Sidecar:
 
     # --- triggers -----------------------------------------------------------------------------
 
-    def _on_report(self, report: ProbeReport, source: str = "probe") -> None:
+    def _on_report(self, report: ProbeReport, source: str = "probe",
+                   received_at: float | None = None) -> None:
+        """``received_at``: when the hand-off delivered it (the worker's wake-up is measured
+        from there, see bench/drills.py)."""
         now = self.clock.time()
         incident = self.incident
         if report.success:
             if incident is not None and report.started_at >= (incident.first_failure_at or 0):
                 incident.good_orders += 1
-                incident.first_good_order_at = report.started_at
+                incident.first_good_order_at = report.ended_at
                 incident.note(now, f"a synthetic order by the {source} succeeded")
                 self._close(incident, "chaos ended without the sidecar's link call"
                             if not incident.link_called_at else "verified by a later good order")
@@ -205,7 +211,12 @@ class Sidecar:
                 "started_at": report.started_at, "ignore_before": self._ignore_before}})
             return
         if incident is None:
-            incident = self._open("probe", report.first_failure_at or report.started_at)
+            incident = self._open("probe", report.first_failure_at or report.started_at,
+                                  report=report, received_at=received_at)
+        if incident.first_failure_ended_at is None:
+            # the first failed order this sidecar saw (of a streak it saw from its start, the
+            # first one): where the time to detect ends, see exporter/timing.py
+            incident.first_failure_ended_at = report.ended_at
         incident.count_failure(report.failed_step, report.reason)
         mode = observed_chaos(report)
         if report.order_seconds is not None:
@@ -236,9 +247,11 @@ class Sidecar:
         confirmed_lately = (self._last_confirm is not None
                             and (mono - self._last_confirm < self.options.cooldown
                                  or queued_at <= self._last_confirm))
-        if self.incident is None and confirmed_lately:
-            # a confirming order ran within the cooldown and no incident is open: it found the
-            # shop working. More alerts (a flood, a repeat) open nothing and order nothing.
+        if self.incident is None and confirmed_lately and self._confirm_found_working:
+            # a confirming order ran within the cooldown, found the shop working, and no
+            # incident is open: more alerts (a flood, a repeat) open nothing and order nothing.
+            # One that found the shop broken says nothing of a new alert once its incident has
+            # been healed: that alert is a new outage, and gets its own confirming order.
             return
         incident = self.incident or self._open("alert", None)
         if incident.alert_fired_at is None:
@@ -247,17 +260,19 @@ class Sidecar:
         self._save(incident)  # on disk before the order below
         if self._fresh_link():
             return
-        if confirmed_lately:
+        if confirmed_lately and self._confirm_incident == incident.id:
             self._note_once(incident, f"confirm-{self._last_confirm}",
                             "more alerts within the cooldown: no further synthetic order")
             return
-        self._last_confirm = mono
+        self._last_confirm, self._confirm_incident = mono, incident.id
+        self._confirm_found_working = False
         incident.note(now, "no fresh chaos link known: the sidecar places a synthetic order")
         self._save(incident)  # on disk before the journey: a crash in it leaves a record
         try:
             result = self.journey(self.probe_config)
         finally:
             self._last_confirm = self.clock.monotonic()
+        self._confirm_found_working = result.success
         self._on_report(ProbeReport.from_result(result), source="sidecar")
         self._save(incident)
 
@@ -327,6 +342,9 @@ class Sidecar:
             outcome = LinkOutcome("dry_run", "dry run: the link was not called")
         else:
             self._last_call = mono  # spaced even if the call below raises
+            # told before the call: the factory ends its chaos while the call runs, and the
+            # demo's timeline prints cause before effect
+            self._tell("calling", incident=incident.id, link=link.redacted)
             try:
                 outcome = self.link_caller(link, self.policy, timeout=self.options.link_timeout,
                                            user_agent=self.probe_config.user_agent,
@@ -377,7 +395,7 @@ class Sidecar:
         now = self.clock.time()
         if result.success:
             incident.good_orders += 1
-            incident.first_good_order_at = result.started_at + result.duration
+            incident.first_good_order_at = result.started_at + result.duration  # timing.py
             incident.note(now, "verification order succeeded")
             self.metrics.last_success.set(now)
             self._close(incident, "recovery link called, then a good synthetic order verified")
@@ -387,7 +405,8 @@ class Sidecar:
 
     # --- incident lifecycle -------------------------------------------------------------------
 
-    def _open(self, detected_by: str, first_failure_at: float | None) -> Incident:
+    def _open(self, detected_by: str, first_failure_at: float | None, *,
+              report: ProbeReport | None = None, received_at: float | None = None) -> Incident:
         now = self.clock.time()
         incident = Incident(id=new_incident_id(now), opened_at=now,
                             detected_by=detected_by, first_failure_at=first_failure_at)
@@ -405,7 +424,9 @@ class Sidecar:
         self.metrics.open_since.set(first_failure_at or now)
         self.log.warning("incident opened", extra={"fields": {
             "incident": incident.id, "detected_by": detected_by}})
-        self._tell("incident_opened", incident=incident.id, detected_by=detected_by)
+        self._tell("incident_opened", incident=incident.id, detected_by=detected_by,
+                   failed_order_ended_at=None if report is None else report.ended_at,
+                   received_at=received_at, opened_at=now)
         return incident
 
     def _close(self, incident: Incident, resolution: str) -> None:
@@ -428,12 +449,21 @@ class Sidecar:
             "incident": incident.id, "chaos": incident.chaos_mode,
             "duration_seconds": None if incident.duration is None else round(incident.duration, 3),
             "failed_orders": incident.failed_orders, "resolution": resolution}})
+        times = incident.times
         self._tell("incident_resolved", incident=incident.id, resolution=resolution,
-                   duration=incident.duration, path=self.store.path(incident))
+                   duration=incident.duration, path=self.store.path(incident),
+                   good_order_ended_at=incident.first_good_order_at,
+                   time_to_detect=times.time_to_detect, time_to_recover=times.time_to_recover)
 
     def _tell(self, event: str, **fields) -> None:
-        if self.listener is not None:
+        """Tell the listener (the demo's timeline); its failure never stops a recovery."""
+        if self.listener is None:
+            return
+        try:
             self.listener(event, fields)
+        except Exception as exc:  # noqa: BLE001 (a listener's bug must not stop the sidecar)
+            self.log.error("sidecar listener failed", extra={"fields": {
+                "event": event, "error": type(exc).__name__}})
 
     def _save(self, incident: Incident) -> None:
         self.store.save(incident)  # never raises; a failure is logged once while it lasts

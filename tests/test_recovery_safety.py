@@ -4,6 +4,7 @@ webhook authentication and de-duplication, and the exporter hand-off's access co
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import threading
 import time
@@ -305,6 +306,99 @@ def test_verification_must_succeed_before_the_incident_closes():
     assert value(generate_latest(registry).decode(), "pizza_recovery_duration_seconds_count") == 1
 
 
+
+# --- a second incident right after a healed one: every limit holds, no limit is left over ------
+
+def failing_with(link: str) -> JourneyResult:
+    steps = (StepResult("order", False, 0.01, 500, "factory_error"),)
+    return JourneyResult(False, time.time(), 0.01, steps, failed_step="order",
+                         reason="factory_error", chaos_link=RecoveryLink(link, "x"))
+
+
+def test_an_incident_right_after_a_healed_one_is_healed_at_once_within_every_limit():
+    """Cooldown, attempts per incident, the hourly cap and spent links are all as shipped;
+    none of them delays the next incident's first call (before: the cooldown was global)."""
+    calls, clock = [], FakeClock()
+
+    def resolving(link, policy, **kwargs):
+        calls.append((link.reveal(), clock.now))
+        return LinkOutcome("resolved", "ok", 200)
+
+    def verifying(config):  # the verification order, on the sidecar's clock
+        return JourneyResult(True, clock.time(), 0.01, (StepResult("order", True, 0.01, 200),))
+
+    sidecar, registry = engine("https://pizza-factory.cs329.click", link_caller=resolving,
+                               journey=verifying, cooldown=30, max_attempts=3,
+                               max_attempts_per_hour=10)
+    sidecar.clock = clock
+    for i in range(3):  # three outages 2 s apart, each healed and verified at once
+        link = f"https://pizza-factory.cs329.click/api/support/k/report/c{i}"
+        clock.now += 2
+        sidecar.step(("report", ProbeReport(seq=i + 1, success=False, started_at=clock.time(),
+                                            failed_step="order", reason="factory_error",
+                                            link=RecoveryLink(link, "x"), duration=0.5)))
+        assert sidecar.incident is None and calls[-1] == (link, clock.now)
+    assert attempts(registry, "resolved") == 3 and len(sidecar.closed) == 3
+    # ... and the limits still hold: a spent link is never called again
+    sidecar.step(("report", failed_report("https://pizza-factory.cs329.click/api/support/k/report/c0")))
+    assert len(calls) == 3
+
+
+def test_an_alert_right_after_a_healed_alert_incident_gets_its_own_confirming_order():
+    """A webhook-only sidecar: the confirming order of a healed incident found the shop broken,
+    so it says nothing of the next alert; before the fix that alert was dropped silently within
+    the cooldown (and, deduplicated, never came again)."""
+    clock = FakeClock()
+    links = iter(f"https://pizza-factory.cs329.click/api/support/k/report/a{i}" for i in range(9))
+    orders, calls = [], []
+    verdicts = iter([False, True, False, True, True])  # confirm, verify, confirm, verify, confirm
+
+    def journey(config):  # on the sidecar's clock
+        ok = next(verdicts)
+        orders.append(ok)
+        result = good_journey(config) if ok else failing_with(next(links))
+        return dataclasses.replace(result, started_at=clock.time())
+
+    def resolving(link, policy, **kwargs):
+        calls.append(link.reveal())
+        return LinkOutcome("resolved", "ok", 200)
+
+    sidecar, _ = engine("https://pizza-factory.cs329.click", journey=journey,
+                        link_caller=resolving, cooldown=30)
+    sidecar.clock = clock
+    sidecar.step(("alert", ("firing", clock.monotonic())))
+    assert sidecar.incident is None and len(sidecar.closed) == 1 and orders == [False, True]
+    clock.now += 5  # a new outage, a new alert, well within the 30 s cooldown
+    sidecar.step(("alert", ("firing", clock.monotonic())))
+    assert sidecar.incident is None and len(sidecar.closed) == 2
+    assert orders == [False, True, False, True] and len(calls) == 2
+    # the flood limit holds: one confirming order that found the shop working, then no more
+    clock.now += 5
+    sidecar.step(("alert", ("firing", clock.monotonic())))
+    for _ in range(5):
+        clock.now += 1
+        sidecar.step(("alert", ("firing", clock.monotonic())))
+    assert orders == [False, True, False, True, True] and len(calls) == 2
+
+
+def test_the_sidecar_tells_of_the_call_before_it_is_made():
+    told = []
+
+    def resolving(link, policy, **kwargs):
+        told.append(("factory", {}))  # the factory's chaos ends during the call
+        return LinkOutcome("resolved", "ok", 200)
+
+    sidecar, _ = engine("https://pizza-factory.cs329.click", link_caller=resolving)
+    sidecar.listener = lambda name, fields: told.append((name, fields))
+    report = failed_report("https://pizza-factory.cs329.click/api/support/k/report/c")
+    sidecar.step(("report", (report, report.started_at + 0.002)))
+    names = [name for name, _ in told]
+    assert names == ["incident_opened", "calling", "factory", "attempt", "incident_resolved"]
+    opened, resolved = told[0][1], told[-1][1]
+    assert opened["received_at"] == report.started_at + 0.002
+    assert resolved["time_to_recover"] == resolved["duration"] > 0
+    assert "k/report/c" not in repr(told)  # the link only redacted
+
 # --- the webhook -----------------------------------------------------------------------------
 
 def payload(status="firing", starts_at="2026-11-24T10:00:00Z", fingerprint="abc123",
@@ -424,3 +518,14 @@ def test_handoff_needs_the_token_when_one_is_set():
         open_server.stop()
     assert not handoff_allowed(None, "", "10.1.2.3") and handoff_allowed(None, "", "127.0.0.1")
     assert handoff_allowed(None, "", "::1") and not handoff_allowed("t", "", "127.0.0.1")
+
+
+def test_the_handoff_carries_the_journeys_duration_and_refuses_a_negative_one():
+    report = ProbeReport(seq=3, success=False, started_at=1000.0, failed_step="order",
+                         reason="factory_error", duration=0.25)
+    assert ProbeReport.from_json(report.to_json()) == report and report.ended_at == 1000.25
+    old = {k: v for k, v in report.to_json().items() if k != "duration"}  # an older exporter
+    assert ProbeReport.from_json(old).duration is None and ProbeReport.from_json(old).ended_at == 1000.0
+    for bad in (-1, "0.2", True, float("inf")):
+        with pytest.raises(ValueError):
+            ProbeReport.from_json({**report.to_json(), "duration": bad})

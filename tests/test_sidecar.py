@@ -39,6 +39,10 @@ def test_each_chaos_mode_is_healed_once_and_recorded(mode, make_simulator, proce
     assert record["link_answer"] == "resolved" and record["detected_by"] == "probe"
     assert record["first_failure_at"] <= record["link_called_at"] <= record["first_good_order_at"]
     assert record["failed_orders"] >= 1 and record["duration_seconds"] > 0
+    # docs/timing.md: from the first failed order's start to its end, and to the good order's end
+    assert record["time_to_recover_seconds"] == record["duration_seconds"]
+    assert 0 < record["time_to_detect_seconds"] <= record["time_to_recover_seconds"]
+    assert record["first_failure_at"] <= record["first_failure_ended_at"] <= record["link_called_at"]
     assert [a["result"] for a in record["attempts"]] == ["resolved"]
     markdown = (incidents / f"{record['id']}.md").read_text()
     for heading in ("## Summary", "## Detection", "## Impact", "## Timeline (UTC)", "## Response",
