@@ -39,22 +39,20 @@ DRAFTS = f"{RUNBOOK}#postmortem-drafts"
 _OFF_ALLOW_LIST = re.compile(r"host '([a-z0-9.:\[\]-]+)' is not on the allow-list")
 
 
-# --- times: the lead may swap these for exporter/timing.py's definitions ---------------------
+# --- times: exporter/timing.py's one definition, through the record ------------------------
 
 def failure_start(incident: Incident) -> float:
     return incident.first_failure_at or incident.opened_at
 
 
 def time_to_detect(incident: Incident) -> float | None:
-    """From the first failed order's start to the incident's opening."""
-    if incident.first_failure_at is None:
-        return None
-    return max(0.0, incident.opened_at - incident.first_failure_at)
+    """From the outage's start to the end of the first failed order (exporter/timing.py)."""
+    return incident.times.time_to_detect
 
 
 def time_to_recover(incident: Incident) -> float | None:
-    """From the first failed order's start to the good order that ended the incident."""
-    return incident.duration
+    """From the outage's start to the end of the first good order after the fix."""
+    return incident.times.time_to_recover
 
 
 def elapsed(incident: Incident) -> float:

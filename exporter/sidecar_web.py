@@ -23,6 +23,7 @@ from .incident import RESOLVED, Incident, utc
 from .logs import get_logger
 from .redact import scrub
 from .sidecar import ALERT_NAME, Sidecar
+from .timing import format_seconds
 
 MAX_WEBHOOK_BYTES = 1 << 20
 
@@ -56,7 +57,8 @@ class SidecarStatus:
 
 
 def _seconds(value: float | None) -> str:
-    return "" if value is None else f"{value:.1f} s"
+    """Two decimals under 10 s (timing.format_seconds): a heal takes milliseconds."""
+    return "" if value is None else format_seconds(value)
 
 
 def _incident_rows(incident: Incident, now: float, masked: Sequence[str]) -> str:
