@@ -308,7 +308,8 @@ class Demo:
                              ca_file=self.simulator.ca_file)
         self._release("listen")
         self.exporter = start_exporter(config, o.interval, o.listen,
-                                       observers=[self.timeline.on_journey])
+                                       observers=[self.timeline.on_journey],
+                                       sidecar_url=_url(*o.sidecar_listen, ""))
         # Every limit of the sidecar as it ships (the cooldown, the attempts per incident) but
         # the hourly one: the target is our own simulator, broken on purpose again and again,
         # and the limit that protects a real factory would stop the demo after ten drills.
