@@ -194,6 +194,9 @@ def test_demo_once_uses_free_ports_when_the_default_ones_are_taken(tmp_path):
     held = []
     for port in (9816, 9817):
         sock = socket.socket()
+        # as a server binds: a connection of an earlier test left in TIME_WAIT must not make
+        # this test believe the port is held when the demo (SO_REUSEADDR) can still bind it
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
             sock.listen()
