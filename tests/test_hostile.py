@@ -6,6 +6,7 @@ service and a factory that echo each secret, a pattern that backtracks for minut
 from __future__ import annotations
 
 import gzip
+import html
 import json
 import logging
 import signal
@@ -16,7 +17,7 @@ import tracemalloc
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import pytest
 import requests
@@ -343,6 +344,28 @@ def test_a_login_refusal_quoting_the_password_is_printed_nowhere(simulator, proc
              _get(f"{exporter.url}/probe?target={quote(simulator.service_url, safe='')}&debug=true")]
     for page in pages:
         assert PASSWORD not in page
+
+
+def test_a_login_refusal_quoting_the_password_encoded_is_printed_nowhere(simulator, processes):
+    # The service quotes the password as a query string or a template would: URL-encoded and
+    # HTML-escaped. Masking the literal password alone let both onto the page, the JSON, the
+    # hand-off and the log.
+    password = 'Hunter2 <&"x/%+>pw'
+    encoded = [quote(password, safe=""), quote_plus(password), html.escape(password)]
+
+    def login(body):
+        raise HttpError(404, f"bad {' '.join(encoded)}")
+
+    simulator.service.login = login
+    exporter = processes.start("serve", *target_args(simulator), "--interval", "0.3s",
+                               env={"PIZZA_PROBE_PASSWORD": password})
+    poll(lambda: "auth_error" in exporter.logs(), what="a failed journey logged")
+    api = json.loads(_get(exporter.url + "/api/status"))
+    handoff = json.loads(_get(exporter.url + "/recovery/latest?after=0&wait=0"))
+    assert api["targets"][0]["last"]["detail"] == "HTTP 404: bad *** *** ***"
+    assert handoff["detail"] == "HTTP 404: bad *** *** ***"
+    for page in (exporter.logs(), _get(exporter.url + "/"), json.dumps(api), json.dumps(handoff)):
+        assert not any(form in page for form in encoded)
 
 
 def test_a_logout_error_quoting_the_token_is_printed_nowhere(simulator, processes):
