@@ -7,8 +7,8 @@ of workers. A worker answers that one request (the stdlib's ``handle_one_request
 keep-alive connection back, with any bytes already read past the request. Connections idle for
 longer than ``idle_timeout`` are closed, and at ``max_connections`` the one idle the longest
 makes room for a new one (if none is idle, the request queued last gets a 503). A few workers
-are reserved for the quick pages (``quick_paths``: ``/metrics``, ``/healthz``, ``/``), so long
-polls and journeys cannot starve a scrape."""
+are reserved for the quick pages (``quick_paths``: ``/metrics``, ``/healthz``), so long
+polls, journeys and status page loads cannot starve a scrape or a health check."""
 
 from __future__ import annotations
 
@@ -697,8 +697,10 @@ class QuietHandler(BaseHTTPRequestHandler):
     server_version = "pizza-probe"
     sys_version = ""
     # Paths answered at once (send_standard_page's): the reserved workers answer them too, so
-    # they stay answerable while long polls and journeys hold every other worker.
-    quick_paths: frozenset[str] = frozenset({"/metrics", "/healthz", "/"})
+    # they stay answerable while long polls and journeys hold every other worker. Not "/": the
+    # status page is drawn from every target's journeys, and a flood of it must not hold the
+    # workers a health check needs.
+    quick_paths: frozenset[str] = frozenset({"/metrics", "/healthz"})
 
     def log_message(self, format: str, *args: object) -> None:
         pass
