@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import errno
 import io
+import re
 import resource
 import selectors
 import socket
@@ -687,6 +688,23 @@ class MultiServer:
         self._close()
 
 
+_VERSION = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9}){0,3}")
+
+
+def _readable_accept(accept: str) -> str:
+    """``accept`` without the media ranges prometheus_client cannot take: a ``version`` that is
+    not dotted numbers (its comparison raises, and the value is copied into Content-Type as
+    sent) or a range with a line break or other control character (an obsolete line fold).
+    Nothing left: the text format."""
+    kept = []
+    for media_range in accept.split(","):
+        versions = [param.strip()[len("version="):] for param in media_range.split(";")[1:]
+                    if param.strip().startswith("version=")]
+        if media_range.isprintable() and all(_VERSION.fullmatch(v) for v in versions):
+            kept.append(media_range)
+    return ",".join(kept)
+
+
 class QuietHandler(BaseHTTPRequestHandler):
     """A handler that logs nothing to stderr and has helpers for answers."""
 
@@ -726,7 +744,7 @@ class QuietHandler(BaseHTTPRequestHandler):
             "REQUEST_METHOD": "GET",  # HEAD too: send_body leaves the body out
             "PATH_INFO": urlsplit(self.path).path,
             "QUERY_STRING": urlsplit(self.path).query,
-            "HTTP_ACCEPT": self.headers.get("Accept", ""),
+            "HTTP_ACCEPT": _readable_accept(self.headers.get("Accept", "")),
             "HTTP_ACCEPT_ENCODING": self.headers.get("Accept-Encoding", ""),
         }
         answer: dict = {}
