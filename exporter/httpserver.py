@@ -705,6 +705,16 @@ def _readable_accept(accept: str) -> str:
     return ",".join(kept)
 
 
+_REFUSED = re.compile(r"\s*q\s*=\s*0(?:\.0{0,3})?\s*", re.IGNORECASE)
+
+
+def _accepted_codings(accept_encoding: str) -> str:
+    """``accept_encoding`` without the codings it refuses (``q=0``: prometheus_client reads any
+    mention of gzip as a yes)."""
+    return ",".join(coding for coding in accept_encoding.split(",")
+                    if not any(_REFUSED.fullmatch(param) for param in coding.split(";")[1:]))
+
+
 class QuietHandler(BaseHTTPRequestHandler):
     """A handler that logs nothing to stderr and has helpers for answers."""
 
@@ -745,7 +755,7 @@ class QuietHandler(BaseHTTPRequestHandler):
             "PATH_INFO": urlsplit(self.path).path,
             "QUERY_STRING": urlsplit(self.path).query,
             "HTTP_ACCEPT": _readable_accept(self.headers.get("Accept", "")),
-            "HTTP_ACCEPT_ENCODING": self.headers.get("Accept-Encoding", ""),
+            "HTTP_ACCEPT_ENCODING": _accepted_codings(self.headers.get("Accept-Encoding", "")),
         }
         answer: dict = {}
 

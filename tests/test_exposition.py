@@ -145,3 +145,13 @@ def test_a_folded_accept_header_is_never_copied_into_the_answers_headers(exporte
     assert head.startswith(b"HTTP/1.1 200 "), answer[:200]
     assert b"pwned" not in head
     assert all(line[:1] not in (b" ", b"\t") for line in head.split(b"\r\n")), head
+
+
+@pytest.mark.parametrize("refused", ["gzip;q=0, identity", "identity, GZIP; q=0.000"])
+def test_gzip_refused_with_q_zero_is_not_sent(exporter, refused):
+    # RFC 9110: q=0 means "not acceptable"; prometheus_client read any mention of gzip as yes.
+    answer = raw_get(exporter.url + "/metrics", **{"Accept-Encoding": refused})
+    assert answer.status_code == 200 and "Content-Encoding" not in answer.headers
+    assert "pizza_probe_success" in answer.raw.read().decode()
+    assert raw_get(exporter.url + "/metrics", **{"Accept-Encoding": "gzip;q=0.5"}).headers[
+        "Content-Encoding"] == "gzip"
