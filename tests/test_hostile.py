@@ -463,6 +463,31 @@ def test_a_huge_handoff_answer_is_refused_with_flat_memory(answering, kind):
 
 # --- 9. smaller -------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("field", ["started_at", "first_failure_at"])
+@pytest.mark.parametrize("when", [1e18, 253402300800.0, -1.0])
+def test_a_handoff_report_dated_beyond_any_calendar_is_refused(answering, tmp_path, field, when):
+    # A report from the year 10000 (or 1e18) was taken: the incident record could then never be
+    # written ("cannot write incident record"), its postmortem draft raised, and the sidecar's
+    # status page failed on every load while the report was among its journeys.
+    report = {"seq": 1, "success": False, "started_at": time.time(), "failed_step": "order",
+              "reason": "factory_error", field: when}
+
+    def answer(handler) -> None:
+        body = json.dumps(report).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    server = answering(answer)
+    feed = ExporterFeed(server.base, lambda report: None, wait=0.1)
+    with pytest.raises(ValueError, match=field):
+        feed.poll_once(0)
+    report[field] = time.time()
+    assert feed.poll_once(0) is not None
+
+
 def test_a_dual_stack_listener_lets_a_loopback_sidecar_in():
     assert handoff_allowed(None, "", "::ffff:127.0.0.1")
     assert handoff_allowed(None, "", "::1") and handoff_allowed(None, "", "127.0.0.1")
