@@ -729,6 +729,12 @@ class QuietHandler(BaseHTTPRequestHandler):
     # status page is drawn from every target's journeys, and a flood of it must not hold the
     # workers a health check needs.
     quick_paths: frozenset[str] = frozenset({"/metrics", "/healthz"})
+    # On every answer of send_body unless it names its own: a browser sniffs no type and runs,
+    # loads or frames nothing from a metrics page, a 404 or a JSON answer.
+    default_headers: dict[str, str] = {
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "default-src 'none'; base-uri 'none'; form-action 'none'; "
+                                   "frame-ancestors 'none'"}
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -738,7 +744,7 @@ class QuietHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
+        for key, value in {**self.default_headers, **(headers or {})}.items():
             self.send_header(key, value)
         self.end_headers()
         if self.command != "HEAD":

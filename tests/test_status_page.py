@@ -141,6 +141,21 @@ def test_the_page_loads_nothing_from_elsewhere_and_has_no_inline_script_or_style
     assert "url(" not in statuspage.STATUS_CSS and "://" not in statuspage.STATUS_JS
 
 
+def test_every_other_answer_is_nosniff_and_may_load_nothing(page_server):
+    # Only the page, its JSON and its assets had these headers: /metrics, /healthz, the 404s and
+    # 405s went without, though a 404 or an error page is what a browser is sent to most easily.
+    url = page_server(History(clock=FakeClock()))
+    answers = [requests.get(url + path, timeout=5) for path in ("/metrics", "/healthz",
+                                                                 "/nothing<script>", "/probe")]
+    answers += [requests.post(url + "/metrics", timeout=5),
+                requests.get(url + "/recovery/latest", timeout=5)]
+    for answer in answers:
+        assert answer.headers["X-Content-Type-Options"] == "nosniff", answer.url
+        assert answer.headers["Content-Security-Policy"].startswith("default-src 'none'"), answer.url
+    page = requests.get(url + "/", timeout=5)  # its own policy, once (two would both apply)
+    assert page.headers["Content-Security-Policy"] == statuspage.CSP
+
+
 def test_phone_width_viewport_and_responsive_css(page_server):
     text = requests.get(page_server(History(clock=FakeClock())) + "/", timeout=5).text
     assert "<meta name='viewport' content='width=device-width, initial-scale=1'>" in text
