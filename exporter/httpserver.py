@@ -47,6 +47,9 @@ MAX_HEAD_BYTES = 16384
 # block this long at most: a client that drips or never reads cannot hold a worker.
 BODY_DEADLINE = 10.0
 WRITE_TIMEOUT = 5.0
+# Expositions of /metrics and /probe drawn at the same time by one server: each is pure Python
+# under the GIL, and 68 at once made every answer, /healthz's too, wait for all of them.
+EXPOSITION_SLOTS = 2
 _READ_SIZE = 65536
 _ACCEPT_BATCH = 256  # accepts per listener per turn, so a flood cannot starve the rest
 _WORKER_IDLE_EXIT = 10.0  # a worker with nothing to do for this long ends
@@ -74,6 +77,12 @@ class _Server(socketserver.TCPServer):
 
     allow_reuse_address = True
     request_queue_size = 1024
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Expositions drawn at once (send_exposition): the others wait without the GIL, so a
+        # flood of scrapes cannot slow every other worker to a crawl.
+        self.exposition_slots = threading.BoundedSemaphore(EXPOSITION_SLOTS)
 
     def handle_error(self, request, client_address) -> None:
         """A client that went away (or refused our certificate) is normal; anything else is one
@@ -147,8 +156,8 @@ class _Conn:
                 or self.pending.find(b"\n\n", start) >= 0
                 or self.pending.find(b"\n\r\n", start) >= 0)
 
-    def is_quick(self) -> bool:
-        quick = getattr(self.server.RequestHandlerClass, "quick_paths", ())
+    def is_quick(self, kind: str = "quick_paths") -> bool:
+        quick = getattr(self.server.RequestHandlerClass, kind, ())
         if not quick:
             return False
         words = bytes(self.pending[:self.pending.find(b"\n")]).split()
@@ -180,8 +189,9 @@ class _Pool:
         with self._lock:
             return self._count["general"] + self._count["reserved"]
 
-    def submit(self, conn: _Conn, quick: bool) -> bool:
-        """Queue ``conn`` for a worker; False once stopped."""
+    def submit(self, conn: _Conn, quick: bool, first: bool = False) -> bool:
+        """Queue ``conn`` for a worker (``first``: before the others waiting); False once
+        stopped."""
         kinds = ("reserved", "general") if quick else ("general",)
         with self._lock:
             if self._stopped:
@@ -200,7 +210,10 @@ class _Pool:
                     number = self._started
                     break
             else:
-                self._queue[quick].append(conn)
+                if first:
+                    self._queue[quick].appendleft(conn)
+                else:
+                    self._queue[quick].append(conn)
                 return True
         try:
             threading.Thread(target=self._work, args=(worker,), daemon=True,
@@ -448,7 +461,7 @@ class _Engine:
 
     def _hand_over(self, conn: _Conn) -> None:
         self._unregister(conn)
-        if not self.pool.submit(conn, conn.is_quick()):
+        if not self.pool.submit(conn, conn.is_quick(), conn.is_quick("urgent_paths")):
             self._close(conn)
 
     def _unregister(self, conn: _Conn) -> None:
@@ -729,6 +742,9 @@ class QuietHandler(BaseHTTPRequestHandler):
     # status page is drawn from every target's journeys, and a flood of it must not hold the
     # workers a health check needs.
     quick_paths: frozenset[str] = frozenset({"/metrics", "/healthz"})
+    # Quick paths that go before every request waiting for a worker: a health check must not
+    # wait for a flood of scrapes (the image's HEALTHCHECK gives up after 5 s).
+    urgent_paths: frozenset[str] = frozenset({"/healthz"})
     # On every answer of send_body unless it names its own: a browser sniffs no type and runs,
     # loads or frames nothing from a metrics page, a 404 or a JSON answer.
     default_headers: dict[str, str] = {
@@ -768,7 +784,8 @@ class QuietHandler(BaseHTTPRequestHandler):
         def start_response(status: str, headers: list[tuple[str, str]], exc_info=None) -> None:
             answer["status"], answer["headers"] = int(status.split()[0]), dict(headers)
 
-        body = b"".join(make_wsgi_app(registry)(environ, start_response))
+        with self.server.exposition_slots:  # type: ignore[attr-defined]
+            body = b"".join(make_wsgi_app(registry)(environ, start_response))
         headers = answer["headers"]
         content_type = headers.pop("Content-Type", "text/plain; charset=utf-8")
         headers["Vary"] = "Accept, Accept-Encoding"  # one URL, several answers
