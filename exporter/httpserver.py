@@ -13,6 +13,7 @@ polls, journeys and status page loads cannot starve a scrape or a health check."
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import errno
 import io
 import re
@@ -24,9 +25,9 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from http.server import BaseHTTPRequestHandler
-from typing import cast
+from typing import TypeVar, cast
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
@@ -53,6 +54,7 @@ EXPOSITION_SLOTS = 2
 _READ_SIZE = 65536
 _ACCEPT_BATCH = 256  # accepts per listener per turn, so a flood cannot starve the rest
 _WORKER_IDLE_EXIT = 10.0  # a worker with nothing to do for this long ends
+T = TypeVar("T")
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _OVERLOADED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
                b"Content-Length: 18\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
@@ -83,6 +85,32 @@ class _Server(socketserver.TCPServer):
         # Expositions drawn at once (send_exposition): the others wait without the GIL, so a
         # flood of scrapes cannot slow every other worker to a crawl.
         self.exposition_slots = threading.BoundedSemaphore(EXPOSITION_SLOTS)
+        self.expositions = _Coalesced()
+
+
+class _Coalesced:
+    """Identical expositions asked for while one is drawn are not drawn again: they take the
+    answer of the one being drawn (at most one drawing old; a scrape's time is its start's)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._drawing: dict[Hashable, concurrent.futures.Future] = {}
+
+    def answer(self, key: Hashable, draw: Callable[[], T]) -> T:
+        with self._lock:
+            future = self._drawing.get(key)
+            mine = future is None
+            if future is None:
+                future = self._drawing[key] = concurrent.futures.Future()
+        if mine:
+            try:
+                future.set_result(draw())
+            except BaseException as exc:  # noqa: BLE001 (raised to each request that waited, and here)
+                future.set_exception(exc)
+            finally:
+                with self._lock:
+                    del self._drawing[key]
+        return future.result()
 
     def handle_error(self, request, client_address) -> None:
         """A client that went away (or refused our certificate) is normal; anything else is one
@@ -779,17 +807,24 @@ class QuietHandler(BaseHTTPRequestHandler):
             "HTTP_ACCEPT": _readable_accept(self.headers.get("Accept", "")),
             "HTTP_ACCEPT_ENCODING": _accepted_codings(self.headers.get("Accept-Encoding", "")),
         }
-        answer: dict = {}
+        def draw() -> tuple[int, dict[str, str], bytes]:
+            answer: dict = {}
 
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info=None) -> None:
-            answer["status"], answer["headers"] = int(status.split()[0]), dict(headers)
+            def start_response(status: str, headers: list[tuple[str, str]],
+                               exc_info=None) -> None:
+                answer["status"], answer["headers"] = int(status.split()[0]), dict(headers)
 
-        with self.server.exposition_slots:  # type: ignore[attr-defined]
-            body = b"".join(make_wsgi_app(registry)(environ, start_response))
-        headers = answer["headers"]
+            with server.exposition_slots:
+                body = b"".join(make_wsgi_app(registry)(environ, start_response))
+            return answer["status"], answer["headers"], body
+
+        server = cast("_Server", self.server)
+        status, shared_headers, body = server.expositions.answer(
+            (id(registry), *environ.values()), draw)
+        headers = dict(shared_headers)
         content_type = headers.pop("Content-Type", "text/plain; charset=utf-8")
         headers["Vary"] = "Accept, Accept-Encoding"  # one URL, several answers
-        self.send_body(answer["status"], body, content_type, headers)
+        self.send_body(status, body, content_type, headers)
 
     def send_standard_page(self, path: str, registry: CollectorRegistry,
                            status_page: Callable[[], bytes]) -> None:
