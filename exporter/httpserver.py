@@ -87,6 +87,14 @@ class _Server(socketserver.TCPServer):
         self.exposition_slots = threading.BoundedSemaphore(EXPOSITION_SLOTS)
         self.expositions = _Coalesced()
 
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away (or refused our certificate) is normal; anything else is one
+        line, never a traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError, ssl.SSLError)):
+            return
+        sys.stderr.write(f"pizza-probe: error handling a request: {type(exc).__name__}\n")
+
 
 class _Coalesced:
     """Identical expositions asked for while one is drawn are not drawn again: they take the
@@ -111,14 +119,6 @@ class _Coalesced:
                 with self._lock:
                     del self._drawing[key]
         return future.result()
-
-    def handle_error(self, request, client_address) -> None:
-        """A client that went away (or refused our certificate) is normal; anything else is one
-        line, never a traceback."""
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError, ssl.SSLError)):
-            return
-        sys.stderr.write(f"pizza-probe: error handling a request: {type(exc).__name__}\n")
 
 
 class _Feed(io.RawIOBase):

@@ -566,3 +566,18 @@ def test_a_post_with_its_whole_body_keeps_the_connection(sockets):
                 assert session.post(server.url("/echo"), data=b"x" * 10, timeout=5).text == "got 10"
     finally:
         server.stop()
+
+
+def test_a_handler_that_raises_is_one_line_on_stderr_never_a_traceback(capfd):
+    class Broken(QuietHandler):
+        def do_GET(self) -> None:
+            raise RuntimeError("a bug of ours")
+
+    server = BackgroundServer("127.0.0.1", 0, Broken).start()
+    try:
+        with pytest.raises(requests.ConnectionError):
+            requests.get(server.url("/x"), timeout=5)
+        err = poll(lambda: capfd.readouterr().err, what="the error line")
+    finally:
+        server.stop()
+    assert err == "pizza-probe: error handling a request: RuntimeError\n"
