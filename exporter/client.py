@@ -198,7 +198,7 @@ class PizzaClient:
             return None
         self._expect_ok(status, data)
         named = _parsed(parse.docs_factory, data, status)
-        if named is not None and any(secret in named for secret in self._secrets):
+        if named is not None and mask_values(named, self._secrets) != named:
             # it would show in once, the logs and pizza_probe_target_info: refused, unquoted
             raise StepFailure("bad_response", "the factory URL the service names holds a secret "
                               "of the probe", status=status)

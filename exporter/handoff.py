@@ -29,6 +29,11 @@ MAX_WAIT = 30.0
 MAX_ANSWER_BYTES = 64 * 1024  # a report is well under 4 KiB
 
 
+# A time a UTC date can show (datetime ends with the year 9999): a record, a draft and the
+# status page all print the times of a report.
+LAST_TIMESTAMP = 253402300800.0
+
+
 @dataclasses.dataclass(frozen=True)
 class ProbeReport:
     """What the sidecar needs to know of one journey."""
@@ -91,7 +96,7 @@ class ProbeReport:
                 number = float(value)
             except OverflowError:
                 raise ValueError(f"hand-off answer has a bad {name}") from None
-            if not math.isfinite(number):
+            if not math.isfinite(number) or not 0 <= number < LAST_TIMESTAMP:
                 raise ValueError(f"hand-off answer has a bad {name}")
             return number
 

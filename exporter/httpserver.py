@@ -7,14 +7,16 @@ of workers. A worker answers that one request (the stdlib's ``handle_one_request
 keep-alive connection back, with any bytes already read past the request. Connections idle for
 longer than ``idle_timeout`` are closed, and at ``max_connections`` the one idle the longest
 makes room for a new one (if none is idle, the request queued last gets a 503). A few workers
-are reserved for the quick pages (``quick_paths``: ``/metrics``, ``/healthz``, ``/``), so long
-polls and journeys cannot starve a scrape."""
+are reserved for the quick pages (``quick_paths``: ``/metrics``, ``/healthz``), so long
+polls, journeys and status page loads cannot starve a scrape or a health check."""
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import errno
 import io
+import re
 import resource
 import selectors
 import socket
@@ -23,9 +25,9 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from http.server import BaseHTTPRequestHandler
-from typing import cast
+from typing import TypeVar, cast
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
@@ -46,9 +48,13 @@ MAX_HEAD_BYTES = 16384
 # block this long at most: a client that drips or never reads cannot hold a worker.
 BODY_DEADLINE = 10.0
 WRITE_TIMEOUT = 5.0
+# Expositions of /metrics and /probe drawn at the same time by one server: each is pure Python
+# under the GIL, and 68 at once made every answer, /healthz's too, wait for all of them.
+EXPOSITION_SLOTS = 2
 _READ_SIZE = 65536
 _ACCEPT_BATCH = 256  # accepts per listener per turn, so a flood cannot starve the rest
 _WORKER_IDLE_EXIT = 10.0  # a worker with nothing to do for this long ends
+T = TypeVar("T")
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _OVERLOADED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
                b"Content-Length: 18\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
@@ -74,6 +80,13 @@ class _Server(socketserver.TCPServer):
     allow_reuse_address = True
     request_queue_size = 1024
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Expositions drawn at once (send_exposition): the others wait without the GIL, so a
+        # flood of scrapes cannot slow every other worker to a crawl.
+        self.exposition_slots = threading.BoundedSemaphore(EXPOSITION_SLOTS)
+        self.expositions = _Coalesced()
+
     def handle_error(self, request, client_address) -> None:
         """A client that went away (or refused our certificate) is normal; anything else is one
         line, never a traceback."""
@@ -81,6 +94,31 @@ class _Server(socketserver.TCPServer):
         if isinstance(exc, (ConnectionError, TimeoutError, ssl.SSLError)):
             return
         sys.stderr.write(f"pizza-probe: error handling a request: {type(exc).__name__}\n")
+
+
+class _Coalesced:
+    """Identical expositions asked for while one is drawn are not drawn again: they take the
+    answer of the one being drawn (at most one drawing old; a scrape's time is its start's)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._drawing: dict[Hashable, concurrent.futures.Future] = {}
+
+    def answer(self, key: Hashable, draw: Callable[[], T]) -> T:
+        with self._lock:
+            future = self._drawing.get(key)
+            mine = future is None
+            if future is None:
+                future = self._drawing[key] = concurrent.futures.Future()
+        if mine:
+            try:
+                future.set_result(draw())
+            except BaseException as exc:  # noqa: BLE001 (raised to each request that waited, and here)
+                future.set_exception(exc)
+            finally:
+                with self._lock:
+                    del self._drawing[key]
+        return future.result()
 
 
 class _Feed(io.RawIOBase):
@@ -146,8 +184,8 @@ class _Conn:
                 or self.pending.find(b"\n\n", start) >= 0
                 or self.pending.find(b"\n\r\n", start) >= 0)
 
-    def is_quick(self) -> bool:
-        quick = getattr(self.server.RequestHandlerClass, "quick_paths", ())
+    def is_quick(self, kind: str = "quick_paths") -> bool:
+        quick = getattr(self.server.RequestHandlerClass, kind, ())
         if not quick:
             return False
         words = bytes(self.pending[:self.pending.find(b"\n")]).split()
@@ -179,8 +217,9 @@ class _Pool:
         with self._lock:
             return self._count["general"] + self._count["reserved"]
 
-    def submit(self, conn: _Conn, quick: bool) -> bool:
-        """Queue ``conn`` for a worker; False once stopped."""
+    def submit(self, conn: _Conn, quick: bool, first: bool = False) -> bool:
+        """Queue ``conn`` for a worker (``first``: before the others waiting); False once
+        stopped."""
         kinds = ("reserved", "general") if quick else ("general",)
         with self._lock:
             if self._stopped:
@@ -199,7 +238,10 @@ class _Pool:
                     number = self._started
                     break
             else:
-                self._queue[quick].append(conn)
+                if first:
+                    self._queue[quick].appendleft(conn)
+                else:
+                    self._queue[quick].append(conn)
                 return True
         try:
             threading.Thread(target=self._work, args=(worker,), daemon=True,
@@ -447,7 +489,7 @@ class _Engine:
 
     def _hand_over(self, conn: _Conn) -> None:
         self._unregister(conn)
-        if not self.pool.submit(conn, conn.is_quick()):
+        if not self.pool.submit(conn, conn.is_quick(), conn.is_quick("urgent_paths")):
             self._close(conn)
 
     def _unregister(self, conn: _Conn) -> None:
@@ -687,6 +729,33 @@ class MultiServer:
         self._close()
 
 
+_VERSION = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9}){0,3}")
+
+
+def _readable_accept(accept: str) -> str:
+    """``accept`` without the media ranges prometheus_client cannot take: a ``version`` that is
+    not dotted numbers (its comparison raises, and the value is copied into Content-Type as
+    sent) or a range with a line break or other control character (an obsolete line fold).
+    Nothing left: the text format."""
+    kept = []
+    for media_range in accept.split(","):
+        versions = [param.strip()[len("version="):] for param in media_range.split(";")[1:]
+                    if param.strip().startswith("version=")]
+        if media_range.isprintable() and all(_VERSION.fullmatch(v) for v in versions):
+            kept.append(media_range)
+    return ",".join(kept)
+
+
+_REFUSED = re.compile(r"\s*q\s*=\s*0(?:\.0{0,3})?\s*", re.IGNORECASE)
+
+
+def _accepted_codings(accept_encoding: str) -> str:
+    """``accept_encoding`` without the codings it refuses (``q=0``: prometheus_client reads any
+    mention of gzip as a yes)."""
+    return ",".join(coding for coding in accept_encoding.split(",")
+                    if not any(_REFUSED.fullmatch(param) for param in coding.split(";")[1:]))
+
+
 class QuietHandler(BaseHTTPRequestHandler):
     """A handler that logs nothing to stderr and has helpers for answers."""
 
@@ -697,8 +766,19 @@ class QuietHandler(BaseHTTPRequestHandler):
     server_version = "pizza-probe"
     sys_version = ""
     # Paths answered at once (send_standard_page's): the reserved workers answer them too, so
-    # they stay answerable while long polls and journeys hold every other worker.
-    quick_paths: frozenset[str] = frozenset({"/metrics", "/healthz", "/"})
+    # they stay answerable while long polls and journeys hold every other worker. Not "/": the
+    # status page is drawn from every target's journeys, and a flood of it must not hold the
+    # workers a health check needs.
+    quick_paths: frozenset[str] = frozenset({"/metrics", "/healthz"})
+    # Quick paths that go before every request waiting for a worker: a health check must not
+    # wait for a flood of scrapes (the image's HEALTHCHECK gives up after 5 s).
+    urgent_paths: frozenset[str] = frozenset({"/healthz"})
+    # On every answer of send_body unless it names its own: a browser sniffs no type and runs,
+    # loads or frames nothing from a metrics page, a 404 or a JSON answer.
+    default_headers: dict[str, str] = {
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "default-src 'none'; base-uri 'none'; form-action 'none'; "
+                                   "frame-ancestors 'none'"}
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -708,7 +788,7 @@ class QuietHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
+        for key, value in {**self.default_headers, **(headers or {})}.items():
             self.send_header(key, value)
         self.end_headers()
         if self.command != "HEAD":
@@ -724,19 +804,27 @@ class QuietHandler(BaseHTTPRequestHandler):
             "REQUEST_METHOD": "GET",  # HEAD too: send_body leaves the body out
             "PATH_INFO": urlsplit(self.path).path,
             "QUERY_STRING": urlsplit(self.path).query,
-            "HTTP_ACCEPT": self.headers.get("Accept", ""),
-            "HTTP_ACCEPT_ENCODING": self.headers.get("Accept-Encoding", ""),
+            "HTTP_ACCEPT": _readable_accept(self.headers.get("Accept", "")),
+            "HTTP_ACCEPT_ENCODING": _accepted_codings(self.headers.get("Accept-Encoding", "")),
         }
-        answer: dict = {}
+        def draw() -> tuple[int, dict[str, str], bytes]:
+            answer: dict = {}
 
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info=None) -> None:
-            answer["status"], answer["headers"] = int(status.split()[0]), dict(headers)
+            def start_response(status: str, headers: list[tuple[str, str]],
+                               exc_info=None) -> None:
+                answer["status"], answer["headers"] = int(status.split()[0]), dict(headers)
 
-        body = b"".join(make_wsgi_app(registry)(environ, start_response))
-        headers = answer["headers"]
+            with server.exposition_slots:
+                body = b"".join(make_wsgi_app(registry)(environ, start_response))
+            return answer["status"], answer["headers"], body
+
+        server = cast("_Server", self.server)
+        status, shared_headers, body = server.expositions.answer(
+            (id(registry), *environ.values()), draw)
+        headers = dict(shared_headers)
         content_type = headers.pop("Content-Type", "text/plain; charset=utf-8")
         headers["Vary"] = "Accept, Accept-Encoding"  # one URL, several answers
-        self.send_body(answer["status"], body, content_type, headers)
+        self.send_body(status, body, content_type, headers)
 
     def send_standard_page(self, path: str, registry: CollectorRegistry,
                            status_page: Callable[[], bytes]) -> None:

@@ -14,6 +14,7 @@ import tempfile
 from .config import read_regular_file
 from .handoff import ProbeReport
 from .logs import get_logger
+from .result import REASONS, STEPS
 from .timing import OutageTimes
 
 
@@ -57,6 +58,12 @@ LINK_MODES = ("fail", "throttle", "badjwt", "chaos link on a good order")
 LIMITS = ("max_attempts", "hourly_limit", "kill_switch", "spent_link")
 
 
+def known_names(step: str | None, reason: str | None) -> tuple[str, str]:
+    """A hand-off's step and reason as a record may quote them: ours, else "unknown" (the
+    hand-off is read over the network; its strings stay out of records and drafts)."""
+    return (step if step in STEPS else "unknown", reason if reason in REASONS else "unknown")
+
+
 def impact(chaos_mode: str | None, slowest_order_seconds: float | None) -> str:
     """What real customers likely saw, by the chaos observed: only fail and badjwt say their
     orders failed or were forged; throttle says they were slow, and by how much."""
@@ -91,7 +98,7 @@ def observed_chaos(report: ProbeReport) -> str:
         return FACTORY_UNREACHABLE
     if report.reason == "http_error" and "Chaos monkey" in report.detail:
         return "monkey (the service's own chaos switch)"
-    return f"{report.failed_step} {report.reason}"
+    return " ".join(known_names(report.failed_step, report.reason))
 
 
 @dataclasses.dataclass
@@ -123,9 +130,9 @@ class Incident:
         self.timeline.append((at, event))
 
     def count_failure(self, step: str | None, reason: str | None) -> None:
-        """One more failed synthetic order, by its step and reason."""
+        """One more failed synthetic order, by its step and reason (:func:`known_names`)."""
         self.failed_orders += 1
-        key = f"{step}/{reason}"
+        key = "/".join(known_names(step, reason))
         self.reasons[key] = self.reasons.get(key, 0) + 1
 
     @property

@@ -7,9 +7,13 @@ log line, a metric, an exception or an HTTP answer goes through :func:`redact_ur
 
 from __future__ import annotations
 
+import base64
+import functools
+import html
+import json
 import re
 from collections.abc import Iterable
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 
 MASK = "***"
 # Path segments of the known link forms that are not secret; every other segment is masked.
@@ -61,9 +65,26 @@ def secret_parts(url: str) -> list[str]:
 def mask_values(text: str, secrets: Iterable[str | None]) -> str:
     """Redaction by value: every secret in ``secrets`` (a password, a token, a link's key and
     fix code) replaced by ``***`` wherever it stands in ``text``, the longest first."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, MASK)
+    forms = {form for s in secrets if s for form in _encoded_forms(s)}
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, MASK)
     return text
+
+
+@functools.lru_cache(maxsize=256)
+def _encoded_forms(secret: str) -> tuple[str, ...]:
+    """``secret`` and the forms a service that echoes it may quote it in: URL-encoded (from a
+    query or a form, either case of hex), HTML-escaped (from a template), JSON-escaped (from a
+    body quoted as text) and base64 (from a header)."""
+    raw = secret.encode()
+    forms = {secret, quote(secret, safe=""), quote(secret), quote_plus(secret),
+             html.escape(secret), html.escape(secret, quote=False),
+             json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+    forms |= {re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), form) for form in forms}
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        encoded = encode(raw).decode()
+        forms |= {encoded, encoded.rstrip("=")}
+    return tuple(form for form in forms if form)
 
 
 def scrub(text: str, secrets: Iterable[str | None] = (), limit: int = 120) -> str:

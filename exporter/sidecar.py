@@ -23,7 +23,7 @@ from . import urls
 from .clock import Clock, SystemClock
 from .config import ProbeConfig
 from .handoff import ProbeReport
-from .incident import LIMITS, Incident, IncidentStore, new_incident_id, observed_chaos
+from .incident import LIMITS, Incident, IncidentStore, known_names, new_incident_id, observed_chaos
 from .journey import run_journey
 from .logs import get_logger
 from .recovery import RESULTS, LinkOutcome, LinkPolicy, call_link
@@ -224,7 +224,8 @@ class Sidecar:
                                                  report.order_seconds)
         if incident.chaos_mode is None or (report.link and incident.chaos_mode != mode):
             incident.chaos_mode = mode
-            incident.note(now, f"synthetic order failed at {report.failed_step}: {report.reason}"
+            step, reason = known_names(report.failed_step, report.reason)
+            incident.note(now, f"synthetic order failed at {step}: {reason}"
                           + (" (chaos link seen)" if report.link else ""))
         if report.link is not None:
             self._link = (report.link, self.clock.monotonic())

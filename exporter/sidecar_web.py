@@ -157,6 +157,8 @@ def make_handler(registry: CollectorRegistry, sidecar: Sidecar, token: str | Non
                  deduper: Deduper, status: SidecarStatus | None = None):
     log = get_logger()
     page_options = status or SidecarStatus()
+    recent = page_options.journeys  # and the incidents: shown within the second
+    drawings = statuspage.Drawings(lambda: (recent.version, int(recent.clock.time())))
 
     class SidecarHandler(QuietHandler):
         def _json(self, status: int, body: dict, headers: dict | None = None) -> None:
@@ -165,7 +167,7 @@ def make_handler(registry: CollectorRegistry, sidecar: Sidecar, token: str | Non
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if not statuspage.respond(self.send_body, path,
-                                      lambda: _status_view(sidecar, page_options)):
+                                      lambda: _status_view(sidecar, page_options), drawings):
                 self.send_standard_page(path, registry, lambda: b"")
 
         do_HEAD = do_GET

@@ -329,6 +329,7 @@ def _make_handler(routes: list[Route], counter: collections.Counter | None = Non
 
     class Handler(QuietHandler):
         server_version = "jwt-pizza-simulator"
+        default_headers: dict[str, str] = {}  # the real service's headers only
 
         def _answer(self, status: int, body: Any) -> None:
             data = json.dumps(body).encode()

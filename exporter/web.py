@@ -163,6 +163,8 @@ def make_handler(registry: CollectorRegistry, history: History | None = None,
                  status: StatusOptions | None = None):
     journeys = history or History()
     page_options = status or StatusOptions()
+    drawings = statuspage.Drawings(lambda: (journeys.recent.version,
+                                            int(journeys.recent.clock.time())))
     text = "text/plain; charset=utf-8"
 
     class ExporterHandler(QuietHandler):
@@ -220,7 +222,7 @@ def make_handler(registry: CollectorRegistry, history: History | None = None,
             elif path == RELOAD_PATH:
                 self._not_allowed("POST")
             elif not statuspage.respond(self.send_body, path, lambda: _status_view(
-                    journeys, fleet is not None, page_options)):
+                    journeys, fleet is not None, page_options), drawings):
                 self.send_standard_page(path, registry, lambda: b"")
 
         def do_HEAD(self) -> None:

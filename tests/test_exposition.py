@@ -5,6 +5,7 @@ the sidecar's ``/metrics`` and fleet mode's ``/probe``."""
 from __future__ import annotations
 
 import gzip
+import socket
 
 import pytest
 import requests
@@ -107,3 +108,50 @@ def test_probe_answers_gzip_and_openmetrics_too(simulator, processes):
     text = gzip.decompress(zipped.raw.read()).decode()
     assert text.endswith("# EOF\n")
     assert {"pizza_probe_success", "probe_success"} <= {f.name for f in om_families(text)}
+
+
+def raw_answer(url: str, head: str) -> bytes:
+    """The whole answer to ``head`` sent as is (requests refuses odd header values)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(f"GET /metrics HTTP/1.1\r\nHost: x\r\n{head}Connection: close\r\n\r\n"
+                     .encode("latin-1"))
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("accept", [
+    "application/openmetrics-text; version=abc",  # prometheus_client compared "abc" with 1
+    "text/plain; version=1.x",
+    "application/openmetrics-text; version=1.0.0<script>",
+])
+def test_an_odd_accept_version_is_answered_in_the_text_format(exporter, accept):
+    # Each of these ended the connection without an answer (a TypeError in the exposition).
+    answer = raw_answer(exporter.url, f"Accept: {accept}\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert b"Content-Type: text/plain; version=0.0.4" in head
+    assert b"pizza_probe_success" in body
+
+
+def test_a_folded_accept_header_is_never_copied_into_the_answers_headers(exporter):
+    # The version was copied into Content-Type as sent: with an obsolete line fold, the answer
+    # carried the client's line break and a header line of the client's choosing.
+    accept = "application/openmetrics-text; version=2.0.0\r\n Set-Cookie: pwned=1\r\n"
+    answer = raw_answer(exporter.url, f"Accept: {accept}")
+    head = answer.partition(b"\r\n\r\n")[0]
+    assert head.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert b"pwned" not in head
+    assert all(line[:1] not in (b" ", b"\t") for line in head.split(b"\r\n")), head
+
+
+@pytest.mark.parametrize("refused", ["gzip;q=0, identity", "identity, GZIP; q=0.000"])
+def test_gzip_refused_with_q_zero_is_not_sent(exporter, refused):
+    # RFC 9110: q=0 means "not acceptable"; prometheus_client read any mention of gzip as yes.
+    answer = raw_get(exporter.url + "/metrics", **{"Accept-Encoding": refused})
+    assert answer.status_code == 200 and "Content-Encoding" not in answer.headers
+    assert "pizza_probe_success" in answer.raw.read().decode()
+    assert raw_get(exporter.url + "/metrics", **{"Accept-Encoding": "gzip;q=0.5"}).headers[
+        "Content-Encoding"] == "gzip"

@@ -6,6 +6,7 @@ service and a factory that echo each secret, a pattern that backtracks for minut
 from __future__ import annotations
 
 import gzip
+import html
 import json
 import logging
 import signal
@@ -16,7 +17,7 @@ import tracemalloc
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import pytest
 import requests
@@ -345,6 +346,28 @@ def test_a_login_refusal_quoting_the_password_is_printed_nowhere(simulator, proc
         assert PASSWORD not in page
 
 
+def test_a_login_refusal_quoting_the_password_encoded_is_printed_nowhere(simulator, processes):
+    # The service quotes the password as a query string or a template would: URL-encoded and
+    # HTML-escaped. Masking the literal password alone let both onto the page, the JSON, the
+    # hand-off and the log.
+    password = 'Hunter2 <&"x/%+>pw'
+    encoded = [quote(password, safe=""), quote_plus(password), html.escape(password)]
+
+    def login(body):
+        raise HttpError(404, f"bad {' '.join(encoded)}")
+
+    simulator.service.login = login
+    exporter = processes.start("serve", *target_args(simulator), "--interval", "0.3s",
+                               env={"PIZZA_PROBE_PASSWORD": password})
+    poll(lambda: "auth_error" in exporter.logs(), what="a failed journey logged")
+    api = json.loads(_get(exporter.url + "/api/status"))
+    handoff = json.loads(_get(exporter.url + "/recovery/latest?after=0&wait=0"))
+    assert api["targets"][0]["last"]["detail"] == "HTTP 404: bad *** *** ***"
+    assert handoff["detail"] == "HTTP 404: bad *** *** ***"
+    for page in (exporter.logs(), _get(exporter.url + "/"), json.dumps(api), json.dumps(handoff)):
+        assert not any(form in page for form in encoded)
+
+
 def test_a_logout_error_quoting_the_token_is_printed_nowhere(simulator, processes):
     tokens: list[str] = []
     real_login = simulator.service.login
@@ -439,6 +462,31 @@ def test_a_huge_handoff_answer_is_refused_with_flat_memory(answering, kind):
 
 
 # --- 9. smaller -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("field", ["started_at", "first_failure_at"])
+@pytest.mark.parametrize("when", [1e18, 253402300800.0, -1.0])
+def test_a_handoff_report_dated_beyond_any_calendar_is_refused(answering, tmp_path, field, when):
+    # A report from the year 10000 (or 1e18) was taken: the incident record could then never be
+    # written ("cannot write incident record"), its postmortem draft raised, and the sidecar's
+    # status page failed on every load while the report was among its journeys.
+    report = {"seq": 1, "success": False, "started_at": time.time(), "failed_step": "order",
+              "reason": "factory_error", field: when}
+
+    def answer(handler) -> None:
+        body = json.dumps(report).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    server = answering(answer)
+    feed = ExporterFeed(server.base, lambda report: None, wait=0.1)
+    with pytest.raises(ValueError, match=field):
+        feed.poll_once(0)
+    report[field] = time.time()
+    assert feed.poll_once(0) is not None
+
 
 def test_a_dual_stack_listener_lets_a_loopback_sidecar_in():
     assert handoff_allowed(None, "", "::ffff:127.0.0.1")

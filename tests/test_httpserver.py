@@ -378,6 +378,116 @@ class _Pages(QuietHandler):
         self.send_body(200, b"got %d" % len(body), "text/plain")
 
 
+def test_a_health_check_goes_before_the_scrapes_queued_ahead_of_it(sockets):
+    # Quick requests were served first come, first served: 200 gzip scrapes of 40 targets at
+    # once queued /healthz behind them for 8 s (the image's HEALTHCHECK gives up after 5 s).
+    tokens = threading.Semaphore(0)
+
+    class SlowMetrics(QuietHandler):
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                tokens.acquire(timeout=30)  # a scrape takes as long as the test says
+            self.send_body(200, b"ok " + self.path.encode(), "text/plain")
+
+    server = BackgroundServer("127.0.0.1", 0, SlowMetrics, workers=2, reserved_workers=1).start()
+    try:
+        for _ in range(5):  # three held by the three workers, two queued
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            sockets.append(sock)
+        poll(lambda: server.engine.pool.threads == 3, what="every worker busy")
+        health = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        sockets.append(health)
+        health.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        poll(lambda: len(server.engine.pool._queue[True]) == 3, what="the health check queued")
+        tokens.release()  # one scrape ends: its worker takes the health check, not a scrape
+        assert _read_answer(health).startswith(b"HTTP/1.1 200")
+    finally:
+        for _ in range(10):
+            tokens.release()
+        server.stop()
+
+
+def test_a_flood_of_scrapes_draws_at_most_a_few_expositions_at_once(sockets):
+    # 200 gzip scrapes of 40 targets at once: 68 expositions shared the GIL, and /healthz took
+    # 7-8 s to answer. Now at most EXPOSITION_SLOTS are drawn at once; the rest wait.
+    from exporter.httpserver import EXPOSITION_SLOTS
+
+    inside, release = [], threading.Event()
+
+    class Slow:
+        def collect(self):
+            inside.append(1)
+            release.wait(30)
+            return []
+
+    registry = CollectorRegistry()
+    registry.register(Slow())
+
+    class Exposing(QuietHandler):
+        def do_GET(self) -> None:
+            self.send_standard_page(self.path, registry, lambda: b"")
+
+    server = BackgroundServer("127.0.0.1", 0, Exposing).start()
+    try:
+        for number in range(10):  # ten different ones: none can take another's answer
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: x-%d\r\n\r\n"
+                         % number)
+            sockets.append(sock)
+        poll(lambda: len(inside) == EXPOSITION_SLOTS, what="the first expositions")
+        with pytest.raises(pytest.fail.Exception):  # no more than the slots, for 2 s
+            poll(lambda: len(inside) > EXPOSITION_SLOTS, timeout=2, what="more expositions")
+        assert _timed_get(server.url("/healthz")) < 5
+        release.set()
+        for sock in sockets:
+            assert _read_answer(sock).startswith(b"HTTP/1.1 200")
+        assert len(inside) == 10
+    finally:
+        release.set()
+        server.stop()
+
+
+def test_identical_scrapes_asked_during_a_drawing_take_its_answer(sockets):
+    # A flood of the same scrape drew the same exposition once per request: a scrape sent into
+    # it waited for every one before it (8-15 s with 200 clients and 40 targets).
+    drawn, release = [], threading.Event()
+
+    class Slow:
+        def collect(self):
+            drawn.append(1)
+            release.wait(30)
+            return []
+
+    registry = CollectorRegistry()
+    registry.register(Slow())
+
+    class Exposing(QuietHandler):
+        def do_GET(self) -> None:
+            self.send_standard_page(self.path.split("?")[0], registry, lambda: b"")
+
+    server = BackgroundServer("127.0.0.1", 0, Exposing).start()
+    try:
+        for _ in range(10):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n")
+            sockets.append(sock)
+        poll(lambda: server.engine.pool.threads == 10, what="ten scrapes being answered")
+        release.set()
+        answers = [_read_answer(sock) for sock in sockets]
+        assert all(a.startswith(b"HTTP/1.1 200") and b"Content-Encoding: gzip" in a
+                   for a in answers)
+        assert len(drawn) < 10  # before: one drawing per scrape
+        release.clear()
+        drawn.clear()
+        release.set()  # and a scrape after them is drawn afresh
+        assert requests.get(server.url("/metrics"), timeout=5).status_code == 200
+        assert len(drawn) == 1
+    finally:
+        release.set()
+        server.stop()
+
+
 def test_a_head_over_16_kib_is_answered_431_and_dripped_heads_hold_no_worker(sockets):
     server = BackgroundServer("127.0.0.1", 0, _Pages).start()
     try:
@@ -456,3 +566,18 @@ def test_a_post_with_its_whole_body_keeps_the_connection(sockets):
                 assert session.post(server.url("/echo"), data=b"x" * 10, timeout=5).text == "got 10"
     finally:
         server.stop()
+
+
+def test_a_handler_that_raises_is_one_line_on_stderr_never_a_traceback(capfd):
+    class Broken(QuietHandler):
+        def do_GET(self) -> None:
+            raise RuntimeError("a bug of ours")
+
+    server = BackgroundServer("127.0.0.1", 0, Broken).start()
+    try:
+        with pytest.raises(requests.ConnectionError):
+            requests.get(server.url("/x"), timeout=5)
+        err = poll(lambda: capfd.readouterr().err, what="the error line")
+    finally:
+        server.stop()
+    assert err == "pizza-probe: error handling a request: RuntimeError\n"

@@ -136,6 +136,27 @@ def test_the_summary_states_severity_and_the_share_of_failed_orders(tmp_path):
     assert record["reasons"] == {"order/factory_error": 5}
 
 
+def test_a_hand_off_with_steps_and_reasons_of_its_own_is_counted_bounded_and_unquoted(tmp_path):
+    # The hand-off is read over the network: its failed_step and reason are any strings. Each
+    # became a key of the record's reasons and a phrase of the draft, verbatim and uncut, so a
+    # hostile exporter could grow the record without end and write what it liked, a secret of
+    # the sidecar's included, into the draft.
+    shop = Shop(tmp_path, dry_run=True)
+    for number in range(200):
+        shop.fail(step=f"step-{number}", reason=f"{PASSWORD} {number} " + "x" * 5000)
+    shop.fail()  # one of ours
+    incident = shop.incident
+    assert incident.reasons == {"unknown/unknown": 200, "order/factory_error": 1}
+    draft = shop.draft()
+    record = (tmp_path / f"{incident.id}.json").read_text()
+    assert PASSWORD not in draft + record
+    assert len(record) < 100_000 and "x" * 100 not in draft
+    shop = Shop(tmp_path, dry_run=True)  # and as the root cause, without a link
+    shop.fail(step="order<script>", reason=f"{PASSWORD}", link=None)
+    assert shop.incident.chaos_mode == "unknown unknown"
+    assert PASSWORD not in shop.draft()
+
+
 def test_a_good_order_from_the_probe_counts_as_seen(tmp_path):
     shop = Shop(tmp_path, dry_run=True)  # nothing heals: the chaos ends by itself
     shop.fail()

@@ -9,6 +9,7 @@ the internet (the public factory) would fail here instead of leaving the machine
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -268,3 +269,30 @@ def test_a_service_echoing_the_password_into_version_and_factory_shows_it_nowher
     assert json.loads(as_json.stdout)["reason"] == "bad_response"  # the factory URL: refused
     for page in shown:
         assert password not in page
+
+
+def test_a_factory_url_holding_the_password_encoded_is_refused(simulator, processes):
+    # The check looked for the password verbatim; a service may name it in another form (here
+    # base64url, which a URL path takes as is) and it went to pizza_probe_target_info's
+    # factory label and the logs. It is refused as every form the masking knows.
+    password = "Hunter2 <&pw>?"
+    encoded = base64.urlsafe_b64encode(password.encode()).decode().rstrip("=")
+    real_docs = simulator.service.docs
+
+    def docs():
+        answer = real_docs()
+        answer["config"]["factory"] = f"http://127.0.0.1:1/{encoded}"
+        return answer
+
+    simulator.service.docs = docs
+    simulator.service.users["d@jwt.com"]["password"] = password
+    env = child_env(PIZZA_PROBE_PASSWORD=password)
+    as_json = pizza_probe("once", "--json", "--service-url", simulator.service_url, env=env)
+    document = json.loads(as_json.stdout)
+    assert (document["failed_step"], document["reason"]) == ("verify", "bad_response")
+    assert "holds a secret" in document["detail"]
+    exporter = processes.start("serve", "--service-url", simulator.service_url,
+                               "--interval", "0.3s", env=env)
+    poll(lambda: "journey" in exporter.logs(), timeout=20, what="a journey")
+    for page in (as_json.stdout, as_json.stderr, exporter.metrics(), exporter.logs()):
+        assert encoded not in page

@@ -6,9 +6,11 @@ plain HTTP (JavaScript off) from an exporter fed journeys by hand with a fake cl
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import re
 import socket
+import threading
 import time
 
 import pytest
@@ -139,6 +141,21 @@ def test_the_page_loads_nothing_from_elsewhere_and_has_no_inline_script_or_style
     assert "url(" not in statuspage.STATUS_CSS and "://" not in statuspage.STATUS_JS
 
 
+def test_every_other_answer_is_nosniff_and_may_load_nothing(page_server):
+    # Only the page, its JSON and its assets had these headers: /metrics, /healthz, the 404s and
+    # 405s went without, though a 404 or an error page is what a browser is sent to most easily.
+    url = page_server(History(clock=FakeClock()))
+    answers = [requests.get(url + path, timeout=5) for path in ("/metrics", "/healthz",
+                                                                 "/nothing<script>", "/probe")]
+    answers += [requests.post(url + "/metrics", timeout=5),
+                requests.get(url + "/recovery/latest", timeout=5)]
+    for answer in answers:
+        assert answer.headers["X-Content-Type-Options"] == "nosniff", answer.url
+        assert answer.headers["Content-Security-Policy"].startswith("default-src 'none'"), answer.url
+    page = requests.get(url + "/", timeout=5)  # its own policy, once (two would both apply)
+    assert page.headers["Content-Security-Policy"] == statuspage.CSP
+
+
 def test_phone_width_viewport_and_responsive_css(page_server):
     text = requests.get(page_server(History(clock=FakeClock())) + "/", timeout=5).text
     assert "<meta name='viewport' content='width=device-width, initial-scale=1'>" in text
@@ -159,6 +176,61 @@ def test_a_hostile_reason_holding_the_password_is_masked_on_the_page_and_in_the_
     for html in (page, json.loads(api)["html"]):
         assert "<script>alert" not in html and "&lt;script&gt;alert" in html  # escaped
     assert json.loads(api)["targets"][0]["last"]["reason"] == "reason *** <script>alert(1)</script>"
+
+
+def test_a_flood_of_page_loads_and_polls_draws_the_page_once_per_change(page_server):
+    # 40 targets' journeys take ~0.1 s to draw; a hundred clients asking at once each had
+    # their own drawing, and /healthz waited seconds behind them. Now they share one drawing
+    # per path while the journeys and the clock's second stay the same.
+    clock = FakeClock()
+    history = History(clock=clock)
+    history(journey(clock, ok=False))
+    drawn = []
+
+    def secrets():  # read once per drawing
+        drawn.append(1)
+        return (PASSWORD,)
+
+    url = page_server(history, secrets=secrets)
+    paths = ["/", statuspage.API_PATH] * 50
+    with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
+        answers = list(pool.map(lambda path: requests.get(url + path, timeout=20), paths))
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.text for a in answers if a.url.endswith("/")}) == 1
+    assert len(drawn) == 2  # once for the page, once for its JSON
+    history(journey(clock, ok=True))  # a new journey is shown at once
+    assert requests.get(url + statuspage.API_PATH, timeout=5).json()["targets"][0]["state"] == UP
+    clock.now += 60  # and so is a new second
+    assert "(for 1 min)" in requests.get(url + "/", timeout=5).text
+    assert len(drawn) == 4
+
+
+def test_page_loads_that_hold_every_worker_leave_healthz_and_metrics_answered(page_server):
+    # "/" was a quick path, answered by the workers kept for /healthz and /metrics: 80 page
+    # loads stuck drawing took them all, and the healthcheck waited for the page.
+    clock = FakeClock()
+    history = History(clock=clock)
+    history(journey(clock))
+    release = threading.Event()
+
+    def secrets():  # a drawing that takes as long as the test says
+        release.wait(30)
+        return ()
+
+    url = page_server(history, secrets=secrets)
+    port = int(url.rsplit(":", 1)[1])
+    loads = []
+    try:
+        for _ in range(80):  # more than the 64 general workers and the 4 reserved ones
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            loads.append(sock)
+        assert requests.get(url + "/healthz", timeout=5).text == "ok\n"
+        assert requests.get(url + "/metrics", timeout=5).status_code == 200
+    finally:
+        release.set()
+        for sock in loads:
+            sock.close()
 
 
 # --- the model, with a fake clock -----------------------------------------------------------
