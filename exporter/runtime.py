@@ -17,6 +17,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from . import transport
 from .alertmanager import Deduper
 from .config import ConfigError, ProbeConfig
 from .discovery import FactoryDirectory
@@ -33,6 +34,7 @@ from .result import JourneyResult
 from .scheduler import Observer, ProbeLoop
 from .sidecar import RecoveryMetrics, Sidecar, SidecarOptions
 from .sidecar_web import sidecar_server
+from .watchdog import Watchdog
 from .web import History, exporter_server
 
 
@@ -56,6 +58,40 @@ def process_registry() -> CollectorRegistry:
     return registry
 
 
+class JourneyRunner:
+    """What the journeys of one process share, made once: the deadline watchdog (one thread
+    for every request's deadline) and the factory each service names; and, per scheduled
+    target, its connections (a session and adapter kept across its journeys, which run one at
+    a time). Called directly (``/probe``, where journeys of one target may overlap), each
+    journey has a session of its own."""
+
+    def __init__(self, factories: FactoryDirectory | None = None) -> None:
+        self.watchdog = Watchdog()
+        self.factories = factories or FactoryDirectory()
+        self._connections: list[transport.Connections] = []
+
+    def __call__(self, config: ProbeConfig, **kwargs) -> JourneyResult:
+        return run_journey(config, factories=self.factories, watchdog=self.watchdog, **kwargs)
+
+    def for_target(self) -> Callable[[ProbeConfig], JourneyResult]:
+        """A runner for one target's journeys, one at a time, on connections kept for it."""
+        connections = transport.Connections()
+        self._connections.append(connections)
+        return functools.partial(run_journey, factories=self.factories, watchdog=self.watchdog,
+                                 connections=connections)
+
+    def close(self) -> None:
+        self.watchdog.close()
+        for connections in self._connections:
+            connections.close()
+
+    def __enter__(self) -> JourneyRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @dataclasses.dataclass
 class Exporter:
     loops: list[ProbeLoop]
@@ -64,6 +100,7 @@ class Exporter:
     modules: ModulesSource
     fleet: ProbeService | None
     threads: list[threading.Thread] = dataclasses.field(default_factory=list)
+    runner: JourneyRunner | None = None
 
     def stop(self) -> None:
         for loop in self.loops:
@@ -71,6 +108,8 @@ class Exporter:
         self.server.stop()
         for thread in self.threads:
             thread.join(timeout=0.5)  # a journey mid-order is abandoned: a daemon thread
+        if self.runner is not None:
+            self.runner.watchdog.close()  # the connections go with the process
 
 
 def start_exporter(config: ProbeConfig, interval: float, listen: tuple[str, int], *,
@@ -98,7 +137,7 @@ def start_exporter(config: ProbeConfig, interval: float, listen: tuple[str, int]
         ReloadMetrics(registry, modules)
     history = History()
     latest = LatestJourney()
-    factories = FactoryDirectory()  # the factory each service names, shared by every journey
+    runner = JourneyRunner()  # the watchdog and the factory each service names, shared
     scheduled = [("", config.service_url)] if targets is None else list(targets)
     metrics = ProbeMetrics(registry, targets=None if targets is None else
                            [name for name, _ in scheduled])
@@ -111,7 +150,7 @@ def start_exporter(config: ProbeConfig, interval: float, listen: tuple[str, int]
             per_target = [metrics.recorder(name), history.of(name),
                           JourneyLogger(log, {"target": name})]
         loops.append(ProbeLoop(
-            functools.partial(_scheduled_journey, modules, module, url, factories),
+            functools.partial(_scheduled_journey, modules, module, url, runner.for_target()),
             interval, [*per_target, *observers], rng=random.Random(),
             start_delay=interval * index / len(scheduled)))
     # /probe exists in fleet mode only: with --target or a modules file. A one-target exporter
@@ -122,19 +161,19 @@ def start_exporter(config: ProbeConfig, interval: float, listen: tuple[str, int]
         fleet = ProbeService(modules, static_targets=[normalize_target(url, name=name)
                                                       for _, url in scheduled],
                              max_concurrent=max_concurrent, metrics=FleetMetrics(registry),
-                             run=functools.partial(run_journey, factories=factories),
+                             run=runner,
                              observers=[history.probe, ProbeLogger(log)])
     server = exporter_server(*listen, registry, history, latest, handoff_token, fleet,
                              modules.reload if modules.path is not None else None).start()
-    exporter = Exporter(loops, server, latest, modules, fleet)
+    exporter = Exporter(loops, server, latest, modules, fleet, runner=runner)
     exporter.threads = [loop.start() for loop in loops]
     return exporter
 
 
 def _scheduled_journey(modules: ModulesSource, module: str, url: str,
-                       factories: FactoryDirectory) -> JourneyResult:
+                       run: Callable[[ProbeConfig], JourneyResult]) -> JourneyResult:
     config = modules.current.modules[module].config_for(url)  # a reload reaches it
-    return run_journey(config, factories=factories)
+    return run(config)
 
 
 class ReloadMetrics:
