@@ -27,18 +27,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .httpserver import BackgroundServer, MultiServer, QuietHandler
+from .simchoices import CHAOS_MODES as CHAOS_MODES  # their home; still importable from here
+from .simchoices import FRANCHISE_SHAPES as FRANCHISE_SHAPES
+from .simchoices import LINK_FORMS as LINK_FORMS
+from .simchoices import LINK_KEYS as LINK_KEYS
 
-CHAOS_MODES = ("fail", "throttle", "badjwt")
-# The 200 key selects a fork age; the 500 key follows from it (see the API contract).
-LINK_KEYS = {
-    "followLinkToEndChaos": ("followLinkToEndChaos", "followLinkToEndChaos"),
-    "reportSlowPizzaToFactoryUrl": ("reportSlowPizzaToFactoryUrl",
-                                    "reportPizzaCreationErrorToPizzaFactoryUrl"),
-    "reportErrorToPizzaFactoryUrl": ("reportErrorToPizzaFactoryUrl", "reportErrorToPizzaFactoryUrl"),
-    "reportUrl": ("reportUrl", "reportUrl"),
-}
-LINK_FORMS = ("current", "legacy")
-FRANCHISE_SHAPES = ("new", "old")
 SERVICE_VERSION = "20241120.055253"
 # The real factory's badjwt chaos answers this one stale token; its first segment does not decode.
 BADJWT_TOKEN = ("deadxe6MzE3NjE0ZGY1ZTc0YjA4NjI0ZDU5OTg4Y2E3NTc0ZjYy."
