@@ -1,6 +1,7 @@
 """`serve` imports only what it runs (issue 17): a real `serve` in its own process, once it
 answers /healthz and has run a journey, has not loaded the simulator, the demo, PyYAML or
-cryptography; with a modules file it loads PyYAML, which reads it."""
+cryptography, nor requests' character-set detector, which it never calls; with a modules file
+it loads PyYAML, which reads it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import textwrap
 import pytest
 
 NOT_FOR_SERVE = ("exporter.simulator", "exporter.demo", "exporter.simkeys", "yaml",
-                 "cryptography")
+                 "cryptography", "charset_normalizer")
 
 # Runs `pizza-probe serve` in the main thread; a thread waits for /healthz, writes the loaded
 # modules' names and stops serve with SIGTERM, as a user would.
@@ -31,7 +32,7 @@ SERVE_AND_LIST = textwrap.dedent("""
                 pass
             time.sleep(0.05)
         with open(out, "w") as handle:
-            json.dump(sorted(sys.modules), handle)
+            json.dump(sorted(name for name, module in sys.modules.items() if module), handle)
         os.kill(os.getpid(), signal.SIGTERM)
 
     port, out, *args = sys.argv[1:]
