@@ -52,6 +52,7 @@ class PizzaClient:
         self._own_watchdog = watchdog is None
         self._watchdog = watchdog or Watchdog(name="deadline-client")
         self._secrets: set[str] = {config.password}  # and each token this client is given
+        self._proxies: dict[str, dict[str, str]] = {}  # by origin: they depend on nothing else
         # the session's defaults (Accept-Encoding, Connection) and ours, merged once
         self._headers = {**self.session.headers, "User-Agent": config.user_agent,
                          "Accept": "application/json"}
@@ -105,7 +106,7 @@ class PizzaClient:
                     timeout=timeout,
                     stream=True,
                     allow_redirects=False,
-                    proxies=transport.proxies_for(url),
+                    proxies=self._proxies_for(url),
                     verify=self.session.verify,
                     cert=None,
                 )
@@ -127,6 +128,13 @@ class PizzaClient:
         except (UnicodeDecodeError, ValueError, RecursionError):
             data = _NOT_JSON
         return status, data
+
+    def _proxies_for(self, url: str) -> dict[str, str]:
+        origin = "/".join(url.split("/", 3)[:3])  # scheme://host:port
+        proxies = self._proxies.get(origin)
+        if proxies is None:
+            proxies = self._proxies[origin] = transport.proxies_for(url)
+        return proxies
 
     def _read_capped(self, response: requests.Response) -> bytes:
         cap = self.config.max_body_bytes
