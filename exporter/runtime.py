@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import random
+import select
+import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -39,15 +43,43 @@ from .web import History, exporter_server
 
 
 def wait_for(stop: threading.Event, hangup: threading.Event | None = None,
-             on_hangup: Callable[[], None] | None = None) -> None:
-    """Sleep until ``stop``, waking twice a second: a signal the kernel gave another thread
-    only runs its Python handler once the main thread wakes. Signal handlers only set these
-    flags; the work of a SIGHUP (``on_hangup``) runs here, in the main thread, one at a time."""
-    while not stop.wait(0.5):
+             on_hangup: Callable[[], None] | None = None, *, poll: float = 5.0) -> None:
+    """Sleep until ``stop``. Signal handlers only set these flags; the work of a SIGHUP
+    (``on_hangup``) runs here, in the main thread, one at a time.
+
+    A signal the kernel gave another thread only runs its Python handler once the main thread
+    wakes: so the main thread sleeps on the signal wakeup descriptor, which every signal
+    writes to whichever thread got it, rather than waking twice a second to look (each wake-up
+    costs CPU, a good part of an idle exporter's). A flag set other than by a signal is seen
+    within ``poll`` seconds. Outside the main thread (no wakeup descriptor there), it polls."""
+    def hung_up() -> None:
         if hangup is not None and hangup.is_set():
             hangup.clear()
             if on_hangup is not None:
                 on_hangup()
+
+    reader, writer = socket.socketpair()
+    try:
+        reader.setblocking(False)
+        writer.setblocking(False)
+        try:
+            previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        except ValueError:  # not the main thread
+            while not stop.wait(0.5):
+                hung_up()
+            return
+        try:
+            while not stop.is_set():
+                select.select([reader], [], [], poll)
+                with contextlib.suppress(OSError):
+                    while reader.recv(512):
+                        pass
+                hung_up()  # a signal's Python handler has run by now: at this Python call
+        finally:
+            signal.set_wakeup_fd(previous)
+    finally:
+        reader.close()
+        writer.close()
 
 
 def process_registry() -> CollectorRegistry:
