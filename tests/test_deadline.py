@@ -212,9 +212,11 @@ def test_a_targets_connections_are_kept_across_journeys_and_reused_within_one(si
     (one to the service, one to the factory: 7 requests) and closed at its end."""
     accepted: list[int] = []
     original = socket.socket.connect
+    journeys_thread = threading.current_thread()
 
     def counting_connect(sock, address):
-        accepted.append(1)
+        if threading.current_thread() is journeys_thread:  # not another test's leftover
+            accepted.append(1)
         return original(sock, address)
 
     config = ProbeConfig(service_url=simulator.service_url, factory_url=simulator.factory_url)
