@@ -21,7 +21,11 @@ import requests
 from common import blackbox_exporter, free_port, header, median, percentile, pizza_probe, stop, wait_http
 
 from exporter.config import ProbeConfig
-from exporter.journey import run_journey
+
+try:  # as serve runs them: the process's watchdog, the target's session kept across journeys
+    from exporter.runtime import JourneyRunner
+except ImportError:  # an older tree: a journey on its own
+    JourneyRunner = None  # type: ignore[assignment,misc]
 
 
 def main() -> int:
@@ -45,10 +49,18 @@ def main() -> int:
                 config = ProbeConfig(service_url=f"http://127.0.0.1:{service}",
                                      factory_url=f"http://127.0.0.1:{factory}")
                 ours = []
+                if JourneyRunner is None:
+                    from exporter.journey import run_journey as run
+                    runner = None
+                else:
+                    runner = JourneyRunner()
+                    run = runner.for_target()
                 for _ in range(args.samples):
-                    result = run_journey(config)
+                    result = run(config)
                     assert result.success, result
                     ours += [step.duration - delay for step in result.steps]
+                if runner is not None:
+                    runner.close()
                 theirs = []
                 for _ in range(args.samples):
                     text = requests.get(f"http://127.0.0.1:{port}/probe", timeout=10, params={

@@ -34,7 +34,14 @@ def header(title: str, reproduce: str) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc."""
+    """User + system CPU time of a process (every thread, those that ended too), in
+    nanoseconds from the kernel's CPU clock of that process (Linux: clock_getcpuclockid's
+    clock, ``((~pid) << 3) | 2``); else from /proc in clock ticks (10 ms, too coarse for
+    a window with few journeys)."""
+    try:
+        return time.clock_gettime(((~pid) << 3) | 2)
+    except OSError:
+        pass
     with open(f"/proc/{pid}/stat") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS

@@ -7,6 +7,7 @@ import re
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 import click
 from click.core import ParameterSource
@@ -22,25 +23,17 @@ from .config import (
     parse_listen_address,
     read_secret_file,
 )
-from .demo import Demo, DemoOptions
-from .handoff import ProbeReport
-from .incident import IncidentStore
-from .journey import run_journey
 from .logs import setup_logging
 from .modules import ModulesSource, normalize_target
-from .recovery import LinkPolicy, parse_allow_entry
-from .report import recovery_json, render_json, render_recovery, render_text
-from .runtime import start_exporter, start_sidecar, wait_for
-from .sidecar import RecoveryMetrics, Sidecar, SidecarOptions
-from .simulator import (
-    CHAOS_MODES,
-    FRANCHISE_SHAPES,
-    LINK_FORMS,
-    LINK_KEY_NAMES,
-    Simulator,
-    SimulatorOptions,
-)
+from .recovery import parse_allow_entry
+from .runtime import start_exporter, wait_for
+from .simchoices import CHAOS_MODES, FRANCHISE_SHAPES, LINK_FORMS, LINK_KEY_NAMES
 from .transport import check_ca_file, check_environment
+
+# Each command imports what only it runs (the simulator, the demo, the sidecar, the report),
+# so that `serve` loads none of them: a smaller resident set for the long-running command.
+if TYPE_CHECKING:
+    from .incident import IncidentStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -171,6 +164,8 @@ def recovery_options(command):
 
 
 def _incident_store(incident_dir: str | None) -> IncidentStore:
+    from .incident import IncidentStore
+
     try:
         store = IncidentStore(incident_dir)
     except OSError as exc:
@@ -270,6 +265,12 @@ def once(as_json: bool, recover: bool, allow_hosts, incident_dir, dry_run, kill_
     Exit status: 0 if the journey succeeded (with --recover: or the shop was healed and a fresh
     order verified it), 1 if it failed, 2 on bad usage or configuration.
     """
+    from .handoff import ProbeReport
+    from .journey import run_journey
+    from .recovery import LinkPolicy
+    from .report import recovery_json, render_json, render_recovery, render_text
+    from .sidecar import RecoveryMetrics, Sidecar, SidecarOptions
+
     config = _config_from(kwargs)
     store = _incident_store(incident_dir)  # a bad directory is a usage error, --recover or not
     policy = LinkPolicy.default(config.factory_url, allow_hosts)
@@ -443,6 +444,9 @@ def sidecar(exporter_url: str, handoff_token: str | None, listen: tuple[str, int
     allow-listed hosts are called, with a cooldown and attempt limits; an incident counts as
     resolved only when a fresh synthetic order succeeds.
     """
+    from .runtime import start_sidecar
+    from .sidecar import SidecarOptions
+
     config = _config_from(kwargs)
     log = setup_logging(log_level, log_format,
                         secrets=(config.password, handoff_token, webhook_token))
@@ -535,6 +539,8 @@ def simulate(listen, factory_listen, chaos, throttle_delay, chaos_every, chaos_m
     Unlike the real factory, which schedules chaos for the next day and has neither 'none' nor
     GET /api/vendor/chaos, the simulator starts and clears chaos at once, for drills.
     """
+    from .simulator import Simulator, SimulatorOptions
+
     if tls_dir:
         try:
             os.makedirs(tls_dir, exist_ok=True)
@@ -614,6 +620,8 @@ def demo(once_, interval, throttle_delay, chaos_every, chaos_modes, listen, side
     (defined in docs/timing.md). The first line names the status pages; if --listen or
     --sidecar-listen is taken, a free port is used and named. Ctrl-C prints a summary.
     """
+    from .demo import Demo, DemoOptions
+
     setup_logging(log_level)
     store = _incident_store(incident_dir)  # a bad directory is a usage error, before anything starts
     app = Demo(DemoOptions(interval=interval, throttle_delay=throttle_delay,

@@ -19,12 +19,14 @@ from typing import TypeVar
 
 import requests
 
+from . import transport
 from .client import PizzaClient
 from .clock import Clock, SystemClock
 from .config import ProbeConfig
 from .discovery import FactoryChoice, FactoryDirectory
 from .redact import RecoveryLink, secret_parts
 from .result import JourneyResult, StepFailure, StepResult
+from .watchdog import Watchdog
 
 T = TypeVar("T")
 
@@ -67,11 +69,15 @@ def run_journey(
     session: requests.Session | None = None,
     budget: float | None = None,
     factories: FactoryDirectory | None = None,
+    connections: transport.Connections | None = None,
+    watchdog: Watchdog | None = None,
 ) -> JourneyResult:
     """Run one journey against ``config.service_url``; never raises for a failing target.
 
     Without ``config.factory_url`` the pizza is verified at the factory the service names
     (``factories`` remembers it between journeys; without one, the service is asked each time).
+    ``connections`` (the target's, kept across its journeys) and ``watchdog`` (the process's):
+    see :class:`~exporter.client.PizzaClient`.
     """
     clock = clock or SystemClock()
     factories = factories or FactoryDirectory(clock=clock)
@@ -85,7 +91,7 @@ def run_journey(
     order_id: str | None = None
     if config.factory_url is not None:
         factory = FactoryChoice(config.factory_url, "configured")
-    with PizzaClient(config, session) as client:
+    with PizzaClient(config, session, connections=connections, watchdog=watchdog) as client:
         if budget is not None:
             end = time.monotonic() + budget
             client.deadline = end - min(LOGOUT_RESERVE, budget / 4)

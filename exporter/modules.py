@@ -17,8 +17,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import yaml
-
 from . import urls
 from .config import (
     PLAIN_NETLOC,
@@ -145,10 +143,12 @@ def parse_modules(text: str, *, source: str = "config.file",
                   environ: Mapping[str, str] | None = None, base_dir: str = ".") -> Modules:
     """Parse a modules file's text; raise :class:`ConfigError` with a one-line message.
     A relative ``password_file`` is read from ``base_dir`` (the file's own directory)."""
+    from . import strict_yaml  # PyYAML only when there is a file to read
+
     environ = os.environ if environ is None else environ
     try:
-        data = yaml.load(text, Loader=_StrictLoader)
-    except yaml.YAMLError as exc:
+        data = strict_yaml.load(text)
+    except strict_yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         # PyYAML quotes the offending token (a tag, an alias): it may be a secret.
@@ -393,24 +393,6 @@ def _backtracking_risk(pattern: str) -> str | None:
         return walk(parsed, False) or chain(parsed)
     except Exception:  # noqa: BLE001 (re compiled it; a parser change here must not refuse it)
         return None
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key given twice (PyYAML would keep the last silently)."""
-
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            self.flatten_mapping(node)
-            seen = set()
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=deep)
-                if not isinstance(key, (str, int, float, bool)):
-                    continue  # an unhashable key is refused by the checks after loading
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, "a key is given twice", key_node.start_mark)
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")

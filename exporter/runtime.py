@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import random
+import select
+import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -17,6 +21,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from . import transport
 from .alertmanager import Deduper
 from .config import ConfigError, ProbeConfig
 from .discovery import FactoryDirectory
@@ -34,19 +39,48 @@ from .scheduler import Observer, ProbeLoop
 from .sidecar import RecoveryMetrics, Sidecar, SidecarOptions
 from .sidecar_web import SidecarStatus, sidecar_server
 from .statuspage import Sample
+from .watchdog import Watchdog
 from .web import History, StatusOptions, exporter_server
 
 
 def wait_for(stop: threading.Event, hangup: threading.Event | None = None,
-             on_hangup: Callable[[], None] | None = None) -> None:
-    """Sleep until ``stop``, waking twice a second: a signal the kernel gave another thread
-    only runs its Python handler once the main thread wakes. Signal handlers only set these
-    flags; the work of a SIGHUP (``on_hangup``) runs here, in the main thread, one at a time."""
-    while not stop.wait(0.5):
+             on_hangup: Callable[[], None] | None = None, *, poll: float = 5.0) -> None:
+    """Sleep until ``stop``. Signal handlers only set these flags; the work of a SIGHUP
+    (``on_hangup``) runs here, in the main thread, one at a time.
+
+    A signal the kernel gave another thread only runs its Python handler once the main thread
+    wakes: so the main thread sleeps on the signal wakeup descriptor, which every signal
+    writes to whichever thread got it, rather than waking twice a second to look (each wake-up
+    costs CPU, a good part of an idle exporter's). A flag set other than by a signal is seen
+    within ``poll`` seconds. Outside the main thread (no wakeup descriptor there), it polls."""
+    def hung_up() -> None:
         if hangup is not None and hangup.is_set():
             hangup.clear()
             if on_hangup is not None:
                 on_hangup()
+
+    reader, writer = socket.socketpair()
+    try:
+        reader.setblocking(False)
+        writer.setblocking(False)
+        try:
+            previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        except ValueError:  # not the main thread
+            while not stop.wait(0.5):
+                hung_up()
+            return
+        try:
+            while not stop.is_set():
+                select.select([reader], [], [], poll)
+                with contextlib.suppress(OSError):
+                    while reader.recv(512):
+                        pass
+                hung_up()  # a signal's Python handler has run by now: at this Python call
+        finally:
+            signal.set_wakeup_fd(previous)
+    finally:
+        reader.close()
+        writer.close()
 
 
 def process_registry() -> CollectorRegistry:
@@ -57,6 +91,40 @@ def process_registry() -> CollectorRegistry:
     return registry
 
 
+class JourneyRunner:
+    """What the journeys of one process share, made once: the deadline watchdog (one thread
+    for every request's deadline) and the factory each service names; and, per scheduled
+    target, its connections (a session and adapter kept across its journeys, which run one at
+    a time). Called directly (``/probe``, where journeys of one target may overlap), each
+    journey has a session of its own."""
+
+    def __init__(self, factories: FactoryDirectory | None = None) -> None:
+        self.watchdog = Watchdog()
+        self.factories = factories or FactoryDirectory()
+        self._connections: list[transport.Connections] = []
+
+    def __call__(self, config: ProbeConfig, **kwargs) -> JourneyResult:
+        return run_journey(config, factories=self.factories, watchdog=self.watchdog, **kwargs)
+
+    def for_target(self) -> Callable[[ProbeConfig], JourneyResult]:
+        """A runner for one target's journeys, one at a time, on connections kept for it."""
+        connections = transport.Connections()
+        self._connections.append(connections)
+        return functools.partial(run_journey, factories=self.factories, watchdog=self.watchdog,
+                                 connections=connections)
+
+    def close(self) -> None:
+        self.watchdog.close()
+        for connections in self._connections:
+            connections.close()
+
+    def __enter__(self) -> JourneyRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @dataclasses.dataclass
 class Exporter:
     loops: list[ProbeLoop]
@@ -65,6 +133,7 @@ class Exporter:
     modules: ModulesSource
     fleet: ProbeService | None
     threads: list[threading.Thread] = dataclasses.field(default_factory=list)
+    runner: JourneyRunner | None = None
 
     def stop(self) -> None:
         for loop in self.loops:
@@ -72,6 +141,8 @@ class Exporter:
         self.server.stop()
         for thread in self.threads:
             thread.join(timeout=0.5)  # a journey mid-order is abandoned: a daemon thread
+        if self.runner is not None:
+            self.runner.watchdog.close()  # the connections go with the process
 
 
 def start_exporter(config: ProbeConfig, interval: float, listen: tuple[str, int], *,
@@ -100,7 +171,7 @@ def start_exporter(config: ProbeConfig, interval: float, listen: tuple[str, int]
         ReloadMetrics(registry, modules)
     history = History()
     latest = LatestJourney()
-    factories = FactoryDirectory()  # the factory each service names, shared by every journey
+    runner = JourneyRunner()  # the watchdog and the factory each service names, shared
     scheduled = [("", config.service_url)] if targets is None else list(targets)
     metrics = ProbeMetrics(registry, targets=None if targets is None else
                            [name for name, _ in scheduled])
@@ -114,7 +185,7 @@ def start_exporter(config: ProbeConfig, interval: float, listen: tuple[str, int]
             per_target = [metrics.recorder(name), history.of(name),
                           JourneyLogger(log, {"target": name}), *extra]
         loops.append(ProbeLoop(
-            functools.partial(_scheduled_journey, modules, module, url, factories),
+            functools.partial(_scheduled_journey, modules, module, url, runner.for_target()),
             interval, per_target, rng=random.Random(),
             start_delay=interval * index / len(scheduled)))
     # /probe exists in fleet mode only: with --target or a modules file. A one-target exporter
@@ -125,7 +196,7 @@ def start_exporter(config: ProbeConfig, interval: float, listen: tuple[str, int]
         fleet = ProbeService(modules, static_targets=[normalize_target(url, name=name)
                                                       for _, url in scheduled],
                              max_concurrent=max_concurrent, metrics=FleetMetrics(registry),
-                             run=functools.partial(run_journey, factories=factories),
+                             run=runner,
                              observers=[history.probe, ProbeLogger(log)])
     status = StatusOptions(  # the status page; sidecar_url: its page links to the sidecar's
         targets=[name for name, _ in scheduled], interval=interval, sidecar_url=sidecar_url,
@@ -133,15 +204,15 @@ def start_exporter(config: ProbeConfig, interval: float, listen: tuple[str, int]
     server = exporter_server(*listen, registry, history, latest, handoff_token, fleet,
                              modules.reload if modules.path is not None else None,
                              status).start()
-    exporter = Exporter(loops, server, latest, modules, fleet)
+    exporter = Exporter(loops, server, latest, modules, fleet, runner=runner)
     exporter.threads = [loop.start() for loop in loops]
     return exporter
 
 
 def _scheduled_journey(modules: ModulesSource, module: str, url: str,
-                       factories: FactoryDirectory) -> JourneyResult:
+                       run: Callable[[ProbeConfig], JourneyResult]) -> JourneyResult:
     config = modules.current.modules[module].config_for(url)  # a reload reaches it
-    return run_journey(config, factories=factories)
+    return run(config)
 
 
 class ReloadMetrics:

@@ -27,31 +27,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .httpserver import BackgroundServer, MultiServer, QuietHandler
+from .simchoices import CHAOS_MODES as CHAOS_MODES  # their home; still importable from here
+from .simchoices import FRANCHISE_SHAPES as FRANCHISE_SHAPES
+from .simchoices import LINK_FORMS as LINK_FORMS
+from .simchoices import LINK_KEY_NAMES as LINK_KEY_NAMES
+from .simchoices import LINK_KEYS as LINK_KEYS
+from .simchoices import link_key_pair as link_key_pair
 
-CHAOS_MODES = ("fail", "throttle", "badjwt")
-# The 200 key selects a fork age; the 500 key follows from it (see the API contract).
-LINK_KEYS = {
-    "followLinkToEndChaos": ("followLinkToEndChaos", "followLinkToEndChaos"),
-    "reportSlowPizzaToFactoryUrl": ("reportSlowPizzaToFactoryUrl",
-                                    "reportPizzaCreationErrorToPizzaFactoryUrl"),
-    "reportErrorToPizzaFactoryUrl": ("reportErrorToPizzaFactoryUrl", "reportErrorToPizzaFactoryUrl"),
-    "reportUrl": ("reportUrl", "reportUrl"),
-}
-# Every name the link has had, 200 and 500 keys alike: --link-key takes either name of a pair.
-LINK_KEY_NAMES = tuple(dict.fromkeys(name for pair in LINK_KEYS.values() for name in pair))
-
-
-def link_key_pair(name: str) -> tuple[str, str]:
-    """The (200 key, 500 key) pair of the fork age that used ``name`` for either answer.
-    ValueError for a name no fork used."""
-    for pair in LINK_KEYS.values():
-        if name in pair:
-            return pair
-    raise ValueError(f"unknown link key {name!r}")
-
-
-LINK_FORMS = ("current", "legacy")
-FRANCHISE_SHAPES = ("new", "old")
 SERVICE_VERSION = "20241120.055253"
 # The real factory's badjwt chaos answers this one stale token; its first segment does not decode.
 BADJWT_TOKEN = ("deadxe6MzE3NjE0ZGY1ZTc0YjA4NjI0ZDU5OTg4Y2E3NTc0ZjYy."

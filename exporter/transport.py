@@ -32,6 +32,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from . import urls
 from .config import ConfigError, read_regular_file
+from .watchdog import Deadline, Watchdog
 
 # Read in this order when no --ca-file is given.
 CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
@@ -196,20 +197,40 @@ def track_sockets(session: requests.Session) -> SocketTracker:
     return tracker
 
 
+class Connections:
+    """A session and the tracker of its sockets, made once and kept across the journeys of one
+    target (one journey at a time): its adapter, pool manager and connection classes are not
+    rebuilt for every journey. Connections are reused within a journey where the target keeps
+    them alive, and closed at its end (:meth:`release`), so that every journey opens its own,
+    as a new visitor (and the blackbox exporter) would, and never sends on one the server is
+    closing after its idle timeout."""
+
+    def __init__(self) -> None:
+        self.session = requests.Session()
+        self.tracker = track_sockets(self.session)
+
+    def release(self) -> None:
+        """The end of a journey: its connections closed, its cookies forgotten."""
+        self.session.close()  # closes the pooled connections; the session stays usable
+        self.session.cookies.clear()
+
+    def close(self) -> None:
+        self.session.close()
+
+
 @contextlib.contextmanager
-def hard_deadline(tracker: SocketTracker, seconds: float) -> Iterator[threading.Event]:
+def hard_deadline(tracker: SocketTracker, seconds: float,
+                  watchdog: Watchdog | None = None) -> Iterator[Deadline]:
     """Within the block, the tracked sockets are shut down ``seconds`` from now: a server that
-    drips one byte a second cannot stretch a call. The event tells whether the cut happened."""
-    hit = threading.Event()
-
-    def cut() -> None:
-        hit.set()
-        tracker.cut()
-
-    timer = threading.Timer(seconds, cut)
-    timer.daemon = True
-    timer.start()
+    drips one byte a second cannot stretch a call. The value's ``is_set()`` tells whether the
+    cut happened. ``watchdog``: the process's (one thread for every deadline); without one, a
+    watchdog of its own for this block (a thread)."""
+    if watchdog is None:
+        with Watchdog(name="deadline-once") as own, hard_deadline(tracker, seconds, own) as hit:
+            yield hit
+        return
+    deadline = watchdog.schedule(seconds, tracker.cut)
     try:
-        yield hit
+        yield deadline
     finally:
-        timer.cancel()
+        watchdog.cancel(deadline)

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from exporter import cli as cli_module
-from exporter import runtime
+from exporter import demo, journey, runtime, simulator
 from exporter.cli import cli, main
 from exporter.logs import LOGGER_NAME
 
@@ -156,11 +156,12 @@ def run(monkeypatch, capsys, paths):
             raise Started(f"the bad value was accepted and {what} started")
         return stub
 
-    monkeypatch.setattr(cli_module, "run_journey", starts("a journey"))
+    # the commands import these when they run (serve loads only its own): patched at home
+    monkeypatch.setattr(journey, "run_journey", starts("a journey"))
     monkeypatch.setattr(runtime, "exporter_server", starts("the exporter's server"))
     monkeypatch.setattr(runtime, "sidecar_server", starts("the sidecar's server"))
-    monkeypatch.setattr(cli_module.Simulator, "start", starts("the simulator"))
-    monkeypatch.setattr(cli_module, "Demo", starts("the demo"))
+    monkeypatch.setattr(simulator.Simulator, "start", starts("the simulator"))
+    monkeypatch.setattr(demo, "Demo", starts("the demo"))
     monkeypatch.setattr(requests, "get", starts("a health check request"))
     monkeypatch.setattr(requests.Session, "get", starts("a health check request"))
     monkeypatch.setattr(cli_module, "_stop_on_signals", lambda *flags: None)  # keep pytest's handlers

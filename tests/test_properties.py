@@ -317,10 +317,12 @@ class _FakeSession:
     the client's own reading, decoding and parsing run unchanged, without HTTP."""
 
     trust_env = True
+    cookies = None
 
     def __init__(self, status: int, body: bytes, content_length: bool = True) -> None:
         self.status, self.body, self.content_length = status, body, content_length
         self.calls: list[tuple[str, str]] = []
+        self.headers: dict[str, str] = {}
 
     def mount(self, prefix, adapter) -> None:
         pass
@@ -328,6 +330,9 @@ class _FakeSession:
     def request(self, method, url, **kwargs):
         self.calls.append((method, url))
         return _FakeResponse(self.status, self.body, self.content_length)
+
+    def send(self, prepared, **kwargs):  # the client prepares its requests itself
+        return self.request(prepared.method, prepared.url, **kwargs)
 
     def close(self) -> None:
         pass
