@@ -33,6 +33,19 @@ def poll(check: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.0
         time.sleep(interval)
 
 
+def poll_until_equal(observe: Callable[[], T], expected: T, *, timeout: float = 25.0,
+                     interval: float = 0.25, what: str = "Prometheus") -> T:
+    """Call ``observe`` until it returns ``expected`` or the deadline passes; then fail with
+    what was seen last (a query that has not caught up is polled again, never slept on)."""
+    seen, deadline = None, time.monotonic() + timeout
+    while seen != expected and time.monotonic() < deadline:
+        seen = observe()
+        if seen != expected:
+            time.sleep(interval)
+    assert seen == expected, f"{what} saw {seen}, expected {expected}"
+    return seen
+
+
 class FakeClock:
     """Both clocks stand still until a test moves ``now``."""
 

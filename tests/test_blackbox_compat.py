@@ -4,13 +4,11 @@ users already have for blackbox targets work unchanged: checked on a real Promet
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import requests
 import yaml
 
-from conftest import set_chaos, value
+from conftest import poll_until_equal, set_chaos, value
 from promstack import Prometheus
 
 SIGNING_KEY = b"b" * 32  # one factory verifies both simulators' pizzas
@@ -99,12 +97,7 @@ def test_a_blackbox_alert_and_dashboard_queries_work_unchanged_on_prometheus(fle
             "has_duration": sorted([(healthy.service_url, "1"), (failing.service_url, "1")]),
             "same_as_ours": sorted([(healthy.service_url, "1"), (failing.service_url, "1")]),
         }
-        seen, deadline = None, time.monotonic() + 25
-        while seen != expected and time.monotonic() < deadline:
-            seen = observe()
-            if seen != expected:
-                time.sleep(0.25)
-        assert seen == expected, f"Prometheus saw {seen}, expected {expected}"
+        poll_until_equal(observe, expected)
         # a blackbox dashboard's latency and availability panels
         assert prometheus.query('max_over_time(probe_duration_seconds{job="blackbox"}[1m])')
         assert len(prometheus.query("probe_success")) == 2

@@ -24,7 +24,7 @@ from exporter.config import ProbeConfig, parse_duration
 from exporter.fleet import ProbeRefused, ProbeService
 from exporter.modules import ModulesSource, load_modules, normalize_target
 
-from conftest import set_chaos
+from conftest import poll_until_equal, set_chaos
 from promstack import REPO, Prometheus, binary
 
 FLEET = os.path.join(REPO, "deploy", "fleet")
@@ -125,12 +125,7 @@ def test_prometheus_scrapes_three_targets_through_probe_and_sees_success_per_tar
             "order_step": sorted([urls["healthy"], urls["failing"]]),  # read_only orders nothing
             "module_label": [(urls["read_only"], "read_only", "1")],
         }
-        seen, deadline = None, time.monotonic() + 25
-        while seen != expected and time.monotonic() < deadline:
-            seen = observe()
-            if seen != expected:
-                time.sleep(0.25)
-        assert seen == expected, f"Prometheus saw {seen}, expected {expected}"
+        poll_until_equal(observe, expected)
 
         # the exporter's own view, through its own job: journeys ran, nothing was refused
         own_metrics = poll_query(prometheus, 'pizza_probe_fleet_probes_total{outcome="journey"} >= 3')

@@ -408,16 +408,15 @@ def test_a_health_check_goes_before_the_scrapes_queued_ahead_of_it(sockets):
         server.stop()
 
 
-def test_a_flood_of_scrapes_draws_at_most_a_few_expositions_at_once(sockets):
-    # 200 gzip scrapes of 40 targets at once: 68 expositions shared the GIL, and /healthz took
-    # 7-8 s to answer. Now at most EXPOSITION_SLOTS are drawn at once; the rest wait.
-    from exporter.httpserver import EXPOSITION_SLOTS
-
-    inside, release = [], threading.Event()
+def _slow_exposition_server() -> tuple[BackgroundServer, list[int], threading.Event]:
+    """A server whose /metrics exposition blocks until ``release`` is set; ``drawn`` gets one
+    entry per exposition begun."""
+    drawn: list[int] = []
+    release = threading.Event()
 
     class Slow:
         def collect(self):
-            inside.append(1)
+            drawn.append(1)
             release.wait(30)
             return []
 
@@ -426,9 +425,17 @@ def test_a_flood_of_scrapes_draws_at_most_a_few_expositions_at_once(sockets):
 
     class Exposing(QuietHandler):
         def do_GET(self) -> None:
-            self.send_standard_page(self.path, registry, lambda: b"")
+            self.send_standard_page(self.path.split("?")[0], registry, lambda: b"")
 
-    server = BackgroundServer("127.0.0.1", 0, Exposing).start()
+    return BackgroundServer("127.0.0.1", 0, Exposing).start(), drawn, release
+
+
+def test_a_flood_of_scrapes_draws_at_most_a_few_expositions_at_once(sockets):
+    # 200 gzip scrapes of 40 targets at once: 68 expositions shared the GIL, and /healthz took
+    # 7-8 s to answer. Now at most EXPOSITION_SLOTS are drawn at once; the rest wait.
+    from exporter.httpserver import EXPOSITION_SLOTS
+
+    server, inside, release = _slow_exposition_server()
     try:
         for number in range(10):  # ten different ones: none can take another's answer
             sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
@@ -451,22 +458,7 @@ def test_a_flood_of_scrapes_draws_at_most_a_few_expositions_at_once(sockets):
 def test_identical_scrapes_asked_during_a_drawing_take_its_answer(sockets):
     # A flood of the same scrape drew the same exposition once per request: a scrape sent into
     # it waited for every one before it (8-15 s with 200 clients and 40 targets).
-    drawn, release = [], threading.Event()
-
-    class Slow:
-        def collect(self):
-            drawn.append(1)
-            release.wait(30)
-            return []
-
-    registry = CollectorRegistry()
-    registry.register(Slow())
-
-    class Exposing(QuietHandler):
-        def do_GET(self) -> None:
-            self.send_standard_page(self.path.split("?")[0], registry, lambda: b"")
-
-    server = BackgroundServer("127.0.0.1", 0, Exposing).start()
+    server, drawn, release = _slow_exposition_server()
     try:
         for _ in range(10):
             sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
