@@ -33,7 +33,7 @@ from .transport import check_ca_file, check_environment
 # Each command imports what only it runs (the simulator, the demo, the sidecar, the report),
 # so that `serve` loads none of them: a smaller resident set for the long-running command.
 if TYPE_CHECKING:
-    from .incident import IncidentStore
+    from .records import IncidentStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -164,7 +164,7 @@ def recovery_options(command):
 
 
 def _incident_store(incident_dir: str | None) -> IncidentStore:
-    from .incident import IncidentStore
+    from .records import IncidentStore
 
     try:
         store = IncidentStore(incident_dir)
@@ -649,7 +649,7 @@ def healthcheck(url: str | None, timeout: float) -> int:
     from .healthcheck import HealthcheckError, check, own_url
 
     try:
-        url = url or own_url()
+        url = url or own_url(cli)
     except HealthcheckError as exc:
         click.echo(f"unhealthy: {exc}", err=True)
         return EXIT_FAILED

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from .timing import OutageTimes, describe, format_seconds, in_intervals
 
 if TYPE_CHECKING:  # the heavy modules are imported once the first line is out
-    from .incident import IncidentStore
+    from .records import IncidentStore
     from .result import JourneyResult
 
 # what became of a drill
@@ -289,7 +289,7 @@ class Demo:
 
     def start(self) -> None:
         from .config import ProbeConfig
-        from .incident import IncidentStore
+        from .records import IncidentStore
         from .runtime import start_exporter, start_sidecar
         from .sidecar import SidecarOptions
         from .simulator import Simulator, SimulatorOptions

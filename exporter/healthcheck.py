@@ -21,6 +21,8 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+import click
+
 DEFAULT_URL = "http://127.0.0.1:9816/healthz"
 PATHS = {"serve": "/healthz", "sidecar": "/healthz", "demo": "/healthz", "simulate": "/"}
 SERVES_NOTHING = ("once",)
@@ -125,12 +127,9 @@ def _connect_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def url_for(args: list[str], environ: dict[str, str]) -> str | None:
-    """The health URL of ``pizza-probe ARGS`` run with ``environ``; None if it serves nothing."""
-    import click
-
-    from .cli import cli
-
+def url_for(cli: click.Group, args: list[str], environ: dict[str, str]) -> str | None:
+    """The health URL of ``pizza-probe ARGS`` run with ``environ``; None if it serves nothing.
+    ``cli`` is the command line that reads ARGS (exporter.cli's group, passed in by it)."""
     name, rest = args[0], list(args[1:])
     command = cli.commands.get(name)
     if command is None:
@@ -188,10 +187,11 @@ def check(url: str, timeout: float) -> str | None:
     return None
 
 
-def own_url(proc: str = "/proc") -> str | None:
-    """The health URL of this container's pizza-probe command (see the module's docstring)."""
+def own_url(cli: click.Group, proc: str = "/proc") -> str | None:
+    """The health URL of this container's pizza-probe command (see the module's docstring), as
+    ``cli`` reads its command line."""
     found = find_command(proc)
     if found is None:
         return DEFAULT_URL
     _pid, args, environ = found
-    return url_for(args, dict(os.environ) if environ is None else environ)
+    return url_for(cli, args, dict(os.environ) if environ is None else environ)

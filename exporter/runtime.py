@@ -28,11 +28,11 @@ from .discovery import FactoryDirectory
 from .fleet import FleetMetrics, ProbeService
 from .handoff import ExporterFeed, LatestJourney, ProbeReport
 from .httpserver import BackgroundServer
-from .incident import IncidentStore
 from .journey import run_journey
 from .logs import JourneyLogger, ProbeLogger, get_logger
 from .metrics import ProbeMetrics
 from .modules import DEFAULT_MODULE, ModulesSource, normalize_target
+from .records import IncidentStore
 from .recovery import LinkPolicy
 from .result import JourneyResult
 from .scheduler import Observer, ProbeLoop

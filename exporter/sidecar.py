@@ -23,9 +23,10 @@ from . import urls
 from .clock import Clock, SystemClock
 from .config import ProbeConfig
 from .handoff import ProbeReport
-from .incident import LIMITS, Incident, IncidentStore, known_names, new_incident_id, observed_chaos
+from .incident import LIMITS, Incident, known_names, new_incident_id, observed_chaos
 from .journey import run_journey
 from .logs import get_logger
+from .records import IncidentStore
 from .recovery import RESULTS, LinkOutcome, LinkPolicy, call_link
 from .redact import RecoveryLink, scrub, secret_parts
 from .result import JourneyResult

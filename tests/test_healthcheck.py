@@ -14,6 +14,7 @@ import threading
 
 import pytest
 
+from exporter.cli import cli
 from exporter.healthcheck import (
     DEFAULT_URL,
     HealthcheckError,
@@ -60,23 +61,23 @@ SCRIPT = ["/opt/venv/bin/python3", "/opt/venv/bin/pizza-probe"]  # a console scr
     (["demo", "--listen", "127.0.0.1:9826"], {}, "http://127.0.0.1:9826/healthz"),
 ])
 def test_url_follows_the_command_its_flags_and_variables(args, env, url):
-    assert url_for(args, env) == url
+    assert url_for(cli, args, env) == url
 
 
 def test_once_serves_nothing_and_unknown_or_ephemeral_ones_are_one_line_errors():
-    assert url_for(["once", "--json"], {}) is None
+    assert url_for(cli, ["once", "--json"], {}) is None
     with pytest.raises(HealthcheckError, match="unknown pizza-probe command 'bake'"):
-        url_for(["bake"], {})
+        url_for(cli, ["bake"], {})
     with pytest.raises(HealthcheckError, match="port the system picked"):
-        url_for(["serve", "--listen", "127.0.0.1:0"], {})
+        url_for(cli, ["serve", "--listen", "127.0.0.1:0"], {})
     with pytest.raises(HealthcheckError, match=r"^cannot read pizza-probe serve's options: "
                                                 r"Invalid value for '--listen'"):
-        url_for(["serve"], {"PIZZA_PROBE_LISTEN": "nowhere"})
+        url_for(cli, ["serve"], {"PIZZA_PROBE_LISTEN": "nowhere"})
 
 
 def test_the_commands_environment_is_read_and_ours_restored(monkeypatch):
     monkeypatch.setenv("PIZZA_RECOVERY_LISTEN", ":1111")
-    assert url_for(["sidecar"], {"PIZZA_RECOVERY_LISTEN": ":2222"}).endswith(":2222/healthz")
+    assert url_for(cli, ["sidecar"], {"PIZZA_RECOVERY_LISTEN": ":2222"}).endswith(":2222/healthz")
     assert os.environ["PIZZA_RECOVERY_LISTEN"] == ":1111"
 
 
@@ -99,7 +100,7 @@ def test_pid_1_is_the_command(tmp_path):
     pid, args, env = find_command(str(tmp_path), own_pid=7)
     assert (pid, args) == (1, ["sidecar", "--exporter-url", ""])
     assert env["PIZZA_RECOVERY_LISTEN"] == "127.0.0.1:9999"
-    assert own_url(str(tmp_path)) == "http://127.0.0.1:9999/healthz"
+    assert own_url(cli, str(tmp_path)) == "http://127.0.0.1:9999/healthz"
 
 
 def test_behind_a_shell_or_an_init_the_child_of_pid_1_is_found(tmp_path):
@@ -107,13 +108,13 @@ def test_behind_a_shell_or_an_init_the_child_of_pid_1_is_found(tmp_path):
     fake_process(tmp_path, 5, ["/usr/bin/sleep", "100"], ppid=1)
     fake_process(tmp_path, 6, [*SCRIPT, "serve", "--listen", ":9000"], ppid=1)
     fake_process(tmp_path, 9, [*SCRIPT, "simulate", "--listen", ":3000"], ppid=6)  # a grandchild
-    assert own_url(str(tmp_path)) == "http://127.0.0.1:9000/healthz"
+    assert own_url(cli, str(tmp_path)) == "http://127.0.0.1:9000/healthz"
 
 
 def test_no_pizza_probe_process_means_the_exporters_default_address(tmp_path):
     fake_process(tmp_path, 1, ["/sbin/init"])
-    assert own_url(str(tmp_path)) == DEFAULT_URL
-    assert own_url(str(tmp_path / "no-proc-here")) == DEFAULT_URL
+    assert own_url(cli, str(tmp_path)) == DEFAULT_URL
+    assert own_url(cli, str(tmp_path / "no-proc-here")) == DEFAULT_URL
 
 
 def test_read_process_keeps_an_empty_last_argument_from_the_real_proc():

@@ -27,9 +27,9 @@ from exporter.clock import SystemClock
 from exporter.config import ConfigError, ProbeConfig
 from exporter.handoff import ExporterFeed, HandoffRefused, ProbeReport, handoff_allowed
 from exporter.httpserver import BackgroundServer
-from exporter.incident import IncidentStore
 from exporter.logs import LOGGER_NAME
 from exporter.modules import parse_modules
+from exporter.records import IncidentStore
 from exporter.recovery import LinkOutcome, LinkPolicy, call_link
 from exporter.redact import RecoveryLink
 from exporter.result import JourneyResult, StepResult

@@ -14,7 +14,9 @@ from prometheus_client import CollectorRegistry
 from exporter import postmortem
 from exporter.config import ProbeConfig
 from exporter.handoff import ProbeReport
-from exporter.incident import Incident, IncidentStore
+from exporter.incident import Incident
+from exporter.postmortem import render
+from exporter.records import IncidentStore
 from exporter.recovery import LinkOutcome, LinkPolicy
 from exporter.redact import RecoveryLink
 from exporter.result import JourneyResult, StepResult
@@ -88,7 +90,7 @@ class Shop:
         return current or closed[-1]
 
     def draft(self) -> str:
-        return self.incident.to_markdown()
+        return render(self.incident)
 
 
 def hold_the_calls(shop: Shop, failures: int, **fail) -> None:
@@ -183,7 +185,7 @@ def test_severity_by_duration_and_failed_share(lasted, failed, good, status, lev
     else:
         incident.note(1000.0 + lasted, "still failing")
     assert postmortem.severity(incident)[0] == level
-    summary = section(incident.to_markdown(), "Summary")
+    summary = section(render(incident), "Summary")
     assert summary.startswith(f"**{level}** (")
     assert (", provisional: still open)" in summary) == (status == "open")
 
@@ -311,7 +313,7 @@ def test_a_record_written_before_the_counts_reads_as_one_good_order():
            "status": "resolved", "timeline": [], "attempts": []}
     incident = Incident.from_json(old)
     assert (incident.good_orders, incident.reasons, incident.limits) == (1, {}, [])
-    assert "3 of the 4 synthetic orders seen" in incident.to_markdown()
+    assert "3 of the 4 synthetic orders seen" in render(incident)
 
 
 @pytest.mark.parametrize("junk", [{"reasons": ["x"]}, {"reasons": {"a/b": -1}},

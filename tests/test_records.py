@@ -18,7 +18,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.config import ProbeConfig
-from exporter.incident import Incident, IncidentStore
+from exporter.incident import Incident
+from exporter.records import IncidentStore
 from exporter.recovery import LinkPolicy
 from exporter.result import JourneyResult, StepResult
 from exporter.sidecar import RecoveryMetrics, Sidecar, SidecarOptions

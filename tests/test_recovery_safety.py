@@ -18,7 +18,7 @@ from exporter.alertmanager import WebhookError, parse_webhook
 from exporter.config import ProbeConfig
 from exporter.handoff import LatestJourney, ProbeReport, handoff_allowed
 from exporter.httpserver import BackgroundServer
-from exporter.incident import IncidentStore
+from exporter.records import IncidentStore
 from exporter.recovery import LinkOutcome, LinkPolicy, call_link, classify_answer
 from exporter.redact import RecoveryLink
 from exporter.result import JourneyResult, StepResult

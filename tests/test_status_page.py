@@ -367,7 +367,7 @@ def test_the_page_shows_failing_with_step_and_reason_then_up_in_a_real_browser(
 def test_the_sidecar_page_shows_the_open_incident_masked_and_says_when_it_has_no_exporter():
     from exporter.config import ProbeConfig
     from exporter.handoff import ProbeReport
-    from exporter.incident import IncidentStore
+    from exporter.records import IncidentStore
     from exporter.recovery import LinkPolicy
     from exporter.sidecar import RecoveryMetrics, Sidecar, SidecarOptions
     from exporter.sidecar_web import SidecarStatus, sidecar_server

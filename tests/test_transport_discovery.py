@@ -13,6 +13,7 @@ from exporter.config import PUBLIC_FACTORY_URL, ConfigError, ProbeConfig
 from exporter.discovery import FactoryDirectory
 from exporter.incident import Incident
 from exporter.journey import run_journey
+from exporter.postmortem import render
 from exporter.result import StepFailure
 
 from conftest import FakeClock
@@ -195,7 +196,7 @@ def test_a_failed_question_uses_the_last_answer_and_without_one_fails():
 def test_the_impact_is_worded_by_the_chaos(mode, says, never):
     incident = Incident(id="i", opened_at=1.0, detected_by="probe", chaos_mode=mode,
                         slowest_order_seconds=32.07)
-    impact = incident.to_markdown().split("## Impact\n", 1)[1].split("\n\n", 1)[0]
+    impact = render(incident).split("## Impact\n", 1)[1].split("\n\n", 1)[0]
     assert says in impact and never not in impact, impact
 
 
