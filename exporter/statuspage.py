@@ -434,7 +434,7 @@ STATUS_JS = """\
         main.innerHTML = data.html;
         document.title = data.title;
         if (data.poll_seconds > 0) { every = Math.max(250, data.poll_seconds * 1000); }
-        note.textContent = "updated " + new Date().toLocaleTimeString();
+        note.textContent = "updated " + new Date().toISOString().slice(0, 19) + "Z";  // UTC, as every time on the page
         note.className = "";
       })
       .catch(function (error) {
