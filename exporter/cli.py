@@ -444,8 +444,8 @@ def sidecar(exporter_url: str, handoff_token: str | None, listen: tuple[str, int
     allow-listed hosts are called, with a cooldown and attempt limits; an incident counts as
     resolved only when a fresh synthetic order succeeds.
     """
-    from .runtime import start_sidecar
     from .sidecar import SidecarOptions
+    from .sidecar_process import start_sidecar
 
     config = _config_from(kwargs)
     log = setup_logging(log_level, log_format,
