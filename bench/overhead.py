@@ -20,6 +20,7 @@ interval it includes what the process costs between journeys (its idle), as user
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import threading
 import time
@@ -150,12 +151,20 @@ def main() -> int:
     parser.add_argument("--intervals", default="0,1",
                         help="comma-separated intervals in seconds; 0: back to back")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--without-ca-env", action="store_true",
+                        help="run both tools without REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE and "
+                             "SSL_CERT_FILE, as a container of the image runs: with one set, "
+                             "serve checks that CA file at start (OpenSSL's first use, ~1.3 MiB "
+                             "RSS) though an http:// target never needs it")
     args = parser.parse_args()
+    if args.without_ca_env:
+        for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
+            os.environ.pop(variable, None)
     intervals = [float(x) for x in args.intervals.split(",")]
     header("overhead: CPU per HTTP request and per journey, and memory, pizza-probe vs blackbox "
            "exporter",
            f"bench/overhead.py --intervals {args.intervals} --seconds {args.seconds:g} "
-           f"--rounds {args.rounds}")
+           f"--rounds {args.rounds}" + (" --without-ca-env" if args.without_ca_env else ""))
 
     def per_request(m: dict) -> float:
         return m["cpu"] / m["requests"] * 1e6

@@ -290,8 +290,9 @@ class Demo:
     def start(self) -> None:
         from .config import ProbeConfig
         from .records import IncidentStore
-        from .runtime import start_exporter, start_sidecar
+        from .runtime import start_exporter
         from .sidecar import SidecarOptions
+        from .sidecar_process import start_sidecar
         from .simulator import Simulator, SimulatorOptions
 
         if not self.announced:

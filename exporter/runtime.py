@@ -1,4 +1,6 @@
-"""Wiring of the long-running pieces, shared by ``serve``, ``sidecar`` and ``demo``."""
+"""Wiring of the long-running pieces, shared by ``serve``, ``sidecar`` and ``demo``. The
+sidecar's own wiring is in ``sidecar_process``: ``serve`` never loads the sidecar's engine,
+its web pages, its incident records or the Alertmanager webhook's parser."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ import select
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import (
@@ -22,23 +23,17 @@ from prometheus_client import (
 )
 
 from . import transport
-from .alertmanager import Deduper
 from .config import ConfigError, ProbeConfig
 from .discovery import FactoryDirectory
 from .fleet import FleetMetrics, ProbeService
-from .handoff import ExporterFeed, LatestJourney, ProbeReport
+from .handoff import LatestJourney
 from .httpserver import BackgroundServer
 from .journey import run_journey
 from .logs import JourneyLogger, ProbeLogger, get_logger
 from .metrics import ProbeMetrics
 from .modules import DEFAULT_MODULE, ModulesSource, normalize_target
-from .records import IncidentStore
-from .recovery import LinkPolicy
 from .result import JourneyResult
 from .scheduler import Observer, ProbeLoop
-from .sidecar import RecoveryMetrics, Sidecar, SidecarOptions
-from .sidecar_web import SidecarStatus, sidecar_server
-from .statuspage import Sample
 from .watchdog import Watchdog
 from .web import History, StatusOptions, exporter_server
 
@@ -228,47 +223,3 @@ class ReloadMetrics:
                           registry=registry)
         timestamp.set_function(lambda: modules.last_success)
         modules.listeners.append(lambda ok: self.successful.set(1 if ok else 0))
-
-
-@dataclasses.dataclass
-class SidecarProcess:
-    engine: Sidecar
-    server: BackgroundServer
-    policy: LinkPolicy
-    worker: threading.Thread
-
-    def stop(self) -> None:
-        self.server.stop()
-        self.worker.join(timeout=0.5)
-
-
-def start_sidecar(config: ProbeConfig, options: SidecarOptions, listen: tuple[str, int],
-                  stop: threading.Event, *, exporter_url: str | None,
-                  allow_hosts: Iterable[str] = (), store: IncidentStore | None = None,
-                  webhook_token: str | None = None, handoff_token: str | None = None,
-                  listener: Callable[[str, dict], None] | None = None) -> SidecarProcess:
-    registry = process_registry()
-    policy = LinkPolicy.default(config.factory_url, list(allow_hosts))
-    store = store or IncidentStore(None)
-    now = time.time()
-    store.reconcile(now)  # records a previous run left open: closed as abandoned
-    engine = Sidecar(config, policy, options, RecoveryMetrics(registry), store, listener=listener)
-    # its limits hold across a restart: the hourly calls, the cooldown, the links answered; and
-    # the exporter's last journey, replayed at the first poll, is old news
-    try:
-        engine.restore(store.recent_attempts(now), ignore_reports_before=now)
-    except Exception as exc:  # noqa: BLE001 (odd records must not stop the sidecar from starting)
-        get_logger().error("cannot restore the limits from the records", extra={"fields": {
-            "error": type(exc).__name__}})
-    status = SidecarStatus(exporter_url=exporter_url, secrets=lambda: (
-        config.password, handoff_token, webhook_token))
-
-    def handed(report: ProbeReport) -> None:  # the status page sees what the engine sees
-        status.journeys.add(Sample.of_report(report))
-        engine.submit_report(report)
-
-    server = sidecar_server(*listen, registry, engine, webhook_token, Deduper(), status).start()
-    if exporter_url:
-        ExporterFeed(exporter_url, handed, token=handoff_token, stop=stop,
-                     ca_file=config.ca_file).start()
-    return SidecarProcess(engine, server, policy, engine.start(stop))

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from exporter import cli as cli_module
-from exporter import demo, journey, runtime, simulator
+from exporter import demo, journey, runtime, sidecar_process, simulator
 from exporter.cli import cli, main
 from exporter.logs import LOGGER_NAME
 
@@ -159,7 +159,7 @@ def run(monkeypatch, capsys, paths):
     # the commands import these when they run (serve loads only its own): patched at home
     monkeypatch.setattr(journey, "run_journey", starts("a journey"))
     monkeypatch.setattr(runtime, "exporter_server", starts("the exporter's server"))
-    monkeypatch.setattr(runtime, "sidecar_server", starts("the sidecar's server"))
+    monkeypatch.setattr(sidecar_process, "sidecar_server", starts("the sidecar's server"))
     monkeypatch.setattr(simulator.Simulator, "start", starts("the simulator"))
     monkeypatch.setattr(demo, "Demo", starts("the demo"))
     monkeypatch.setattr(requests, "get", starts("a health check request"))

@@ -1,6 +1,7 @@
 """`serve` imports only what it runs (issue 17): a real `serve` in its own process, once it
 answers /healthz and has run a journey, has not loaded the simulator, the demo, PyYAML or
-cryptography, nor requests' character-set detector, which it never calls; with a modules file
+cryptography, nor requests' character-set detector, which it never calls, nor the sidecar's
+engine, web pages, incident records or webhook parser; with a modules file
 it loads PyYAML, which reads it."""
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ import textwrap
 import pytest
 
 NOT_FOR_SERVE = ("exporter.simulator", "exporter.demo", "exporter.simkeys", "yaml",
-                 "cryptography", "charset_normalizer")
+                 "cryptography", "charset_normalizer",
+                 # the sidecar's engine, pages, records and webhook: `serve` runs none of them
+                 "exporter.sidecar_process", "exporter.sidecar", "exporter.sidecar_web",
+                 "exporter.incident", "exporter.postmortem", "exporter.alertmanager",
+                 "statistics")
 
 # Runs `pizza-probe serve` in the main thread; a thread waits for /healthz, writes the loaded
 # modules' names and stops serve with SIGTERM, as a user would.
