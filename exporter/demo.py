@@ -346,14 +346,18 @@ class Demo:
                               verify=self.simulator.ca_file or True)
         answer.raise_for_status()
 
-    def wait_healthy(self, timeout: float) -> bool:
-        """Wait for a good order from the probe before breaking anything."""
+    def wait_healthy(self, timeout: float, started_after: float | None = None) -> bool:
+        """Wait for a good order from the probe before breaking anything; with
+        ``started_after`` (a wall-clock time), one that started after it. The probe runs one
+        journey at a time, so after that one no order of an earlier outage is still in flight:
+        a throttled order held past its drill's heal would otherwise end, failed, inside the
+        next drill and be taken for its detection."""
         deadline, seen = time.monotonic() + timeout, 0
         while time.monotonic() < deadline and not self.stop_event.is_set():
             report = self.exporter.latest.wait_newer(seen, 0.25)
             if report is not None and report.seq > seen:
                 seen = report.seq
-                if report.success:
+                if report.success and (started_after is None or report.started_at >= started_after):
                     return True
         return False
 
@@ -367,6 +371,10 @@ class Demo:
             return False
         planned = [mode for _ in range(rounds) for mode in self.options.modes]
         for index, mode in enumerate(planned):
+            previous = self.timeline.drills[-1] if index else None
+            if previous is not None and not self.wait_healthy(
+                    self.options.drill_timeout, started_after=previous.times.recovered_at):
+                break
             if before_each is not None:
                 before_each(index, mode)
             if self.stop_event.is_set():
