@@ -40,14 +40,14 @@ HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
            "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Step:
     name: str
     seconds: float
     ok: bool
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Sample:
     """One journey as the page shows it: from a :class:`JourneyResult` (the exporter) or a
     hand-off :class:`ProbeReport` (the sidecar, which knows the order step's time only)."""
@@ -94,6 +94,15 @@ class RecentJourneys:
 
     def add(self, sample: Sample) -> None:
         with self._lock:
+            # Only a target's newest journey shows its steps (the timing bar): an older one
+            # keeps its time, result and reason for the strip and the chart, not its seven steps,
+            # so an hour of journeys (up to the cap) holds a few hundred KiB, not megabytes.
+            for index in range(len(self._samples) - 1, -1, -1):
+                older = self._samples[index]
+                if older.target == sample.target:
+                    if older.steps:
+                        self._samples[index] = dataclasses.replace(older, steps=())
+                    break
             self._samples.append(sample)
             self.version += 1
             self._prune()
@@ -114,7 +123,7 @@ class RecentJourneys:
 # --- what the page says --------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Point:
     at: float
     order_seconds: float
