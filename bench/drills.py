@@ -93,7 +93,8 @@ def run_pair(args, mode: str, rng: random.Random) -> list[tuple[str, Drill, dict
     def before_each(index: int, _mode: str) -> None:
         if index == 0:  # a random moment within the interval after a good order
             demo.stop_event.wait(rng.uniform(0, args.interval))
-        # index 1: at once, the sidecar has just verified the heal of the first
+        # index 1: at once; run_drills has waited for the probe's first good order that started
+        # after the heal (no order of the first outage still in flight), the probe's worst moment
 
     demo.start()
     try:

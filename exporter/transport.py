@@ -16,8 +16,10 @@ One place for the journey, verify, the recovery link and the hand-off, so they c
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import os
+import re
 import socket
 import ssl
 import threading
@@ -39,9 +41,16 @@ CA_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
 MAX_CA_FILE_BYTES = 16 << 20  # the system bundle is about 200 KiB
 
 
-def check_ca_file(path: str, *, name: str = "ca-file") -> str:
+def check_ca_file(path: str, *, name: str = "ca-file", load: bool = True) -> str:
     """``path`` if it is a regular file of PEM certificates; else a one-line ConfigError. A
-    FIFO or a device (``/dev/zero``) is refused at once, never read without end."""
+    FIFO or a device (``/dev/zero``) is refused at once, never read without end.
+
+    ``load``: OpenSSL loads the certificates (a certificate that does not parse is refused).
+    Without it (the environment's CA variables, set machine-wide), the file is checked for
+    well-formed PEM certificate blocks in Python: loading a system bundle is OpenSSL's first use
+    in the process, ~1.3 MiB that an exporter of http:// targets never needs; an https target
+    loads the bundle at its first journey anyway, and a certificate that does not parse is a
+    ``tls_error`` there with OpenSSL's reason."""
     if not path:
         raise ConfigError(f"{name}: empty path")
     try:
@@ -53,12 +62,33 @@ def check_ca_file(path: str, *, name: str = "ca-file") -> str:
         raise ConfigError(f"{name}: cannot read {path!r}: {reason}") from None
     if len(data) > MAX_CA_FILE_BYTES:
         raise ConfigError(f"{name}: {path!r} is larger than {MAX_CA_FILE_BYTES >> 20} MiB")
+    if not load:
+        if not _pem_certificates(data):
+            raise ConfigError(f"{name}: {path!r} holds no PEM certificate")
+        return path
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
         context.load_verify_locations(cadata=data.decode("latin-1"))
     except (ssl.SSLError, ValueError):
         raise ConfigError(f"{name}: {path!r} holds no PEM certificate") from None
     return path
+
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n(.*?)-----END CERTIFICATE-----", re.S)
+
+
+def _pem_certificates(data: bytes) -> int:
+    """How many PEM certificate blocks ``data`` holds, if every one is strict base64 of a DER
+    SEQUENCE; 0 if there is none or one is malformed."""
+    blocks = _PEM_BLOCK.findall(data)
+    for block in blocks:
+        try:
+            der = binascii.a2b_base64(b"".join(block.split()), strict_mode=True)
+        except binascii.Error:
+            return 0
+        if not der.startswith(b"\x30"):
+            return 0
+    return len(blocks)
 
 
 def ca_bundle(ca_file: str | None, environ: Mapping[str, str] | None = None) -> str | bool:
@@ -84,7 +114,7 @@ def check_environment(environ: Mapping[str, str] | None = None) -> None:
             if not os.path.exists(value):
                 raise ConfigError(f"{variable}: {value!r} does not exist")
             if not os.path.isdir(value):
-                check_ca_file(value, name=variable)
+                check_ca_file(value, name=variable, load=False)
             return
 
 

@@ -47,6 +47,33 @@ def test_check_ca_file_refuses_what_is_not_pem(tmp_path, content, message):
         transport.check_ca_file(str(path))
 
 
+@pytest.mark.parametrize("content", [
+    b"", b"hello\n", b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+    b"-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n",  # base64, not DER
+])
+def test_a_ca_variable_that_holds_no_pem_certificate_is_refused_without_openssl(tmp_path, content):
+    path = tmp_path / "bundle.pem"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match="SSL_CERT_FILE: .* holds no PEM certificate"):
+        transport.check_environment({"SSL_CERT_FILE": str(path)})
+
+
+def test_the_system_bundle_in_a_ca_variable_is_checked_without_loading_it(monkeypatch, tmp_path):
+    # loading a bundle is OpenSSL's first use (~1.3 MiB of serve's memory): the variables,
+    # set machine-wide, are checked in Python; --ca-file still goes through OpenSSL
+    from exporter.simkeys import make_tls_files
+
+    ca = make_tls_files(str(tmp_path), "127.0.0.1")[0]
+
+    def no_openssl(*args, **kwargs):
+        raise AssertionError("an SSLContext was made for a CA variable")
+
+    monkeypatch.setattr(transport.ssl, "SSLContext", no_openssl)
+    transport.check_environment({"REQUESTS_CA_BUNDLE": ca})
+    with pytest.raises(AssertionError):
+        transport.check_ca_file(ca)
+
+
 def test_sessions_never_trust_netrc_and_verify_never_turns_off():
     session = transport.new_session(None)
     assert session.trust_env is False and session.verify is not False
