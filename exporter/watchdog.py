@@ -114,8 +114,10 @@ class Watchdog:
             if due:
                 return due
             self._sleeping_until = self._heap[0][0] if self._heap else None
+            # at most TIMEOUT_MAX: a longer wait raises OverflowError, which would end the
+            # thread and leave every later deadline of the process unenforced
             self._wake.wait(None if self._sleeping_until is None
-                            else self._sleeping_until - now)
+                            else min(self._sleeping_until - now, threading.TIMEOUT_MAX))
             self._sleeping_until = None
         return []
 

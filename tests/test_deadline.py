@@ -137,6 +137,15 @@ def test_a_failing_callback_does_not_stop_the_watchdog(watchdog):
     poll(lambda: after.is_set(), timeout=5)
 
 
+def test_a_deadline_too_far_to_wait_for_does_not_stop_the_watchdog(watchdog):
+    # --timeout 1e11 passes the config (finite, positive); a Condition.wait that long raises
+    # OverflowError, which ended the thread: no later deadline of the process fired
+    watchdog.schedule(1e11, lambda: None)
+    poll(lambda: watchdog._sleeping_until is not None, timeout=5)  # the thread went to wait
+    soon = watchdog.schedule(0.05, lambda: None)
+    poll(lambda: soon.is_set(), timeout=5)
+
+
 def test_a_dripping_server_is_cut_at_the_deadline(dripping, watchdog):
     config = ProbeConfig(service_url=dripping.url, timeout=0.5)
     with PizzaClient(config, watchdog=watchdog) as client:
