@@ -259,8 +259,22 @@ def hard_deadline(tracker: SocketTracker, seconds: float,
         with Watchdog(name="deadline-once") as own, hard_deadline(tracker, seconds, own) as hit:
             yield hit
         return
-    deadline = watchdog.schedule(seconds, tracker.cut)
+    # The watchdog marks a deadline fired, then runs its callback: a block that ends in
+    # between cannot cancel it. The cut must then not land on the sockets of a later block
+    # (the next request of the journey reuses the connection): it cuts only while this block
+    # runs, and the block's end waits for a cut under way.
+    lock = threading.Lock()
+    active = True
+
+    def cut() -> None:
+        with lock:
+            if active:
+                tracker.cut()
+
+    deadline = watchdog.schedule(seconds, cut)
     try:
         yield deadline
     finally:
         watchdog.cancel(deadline)
+        with lock:
+            active = False

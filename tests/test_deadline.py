@@ -17,7 +17,7 @@ from exporter.client import PizzaClient
 from exporter.config import ProbeConfig
 from exporter.result import StepFailure
 from exporter.runtime import JourneyRunner
-from exporter.watchdog import Watchdog
+from exporter.watchdog import Deadline, Watchdog
 
 from conftest import poll
 
@@ -155,6 +155,34 @@ def test_a_dripping_server_is_cut_at_the_deadline(dripping, watchdog):
         took = time.monotonic() - started
     assert failure.value.reason == "timeout"
     assert 0.5 <= took < 2.5, took  # the drip (a byte every 50 ms) would last 10 s
+
+
+class LateWatchdog:
+    """A watchdog whose thread marked the deadline fired (a cancel is then too late) but was
+    preempted before its callback ran: the test runs it when it likes."""
+
+    def schedule(self, seconds, callback):
+        self.callback = callback
+        deadline = Deadline(time.monotonic() + seconds, callback)
+        deadline.fired = True
+        return deadline
+
+    def cancel(self, deadline) -> None:
+        pass
+
+
+def test_a_late_cut_does_not_land_on_the_next_requests_connection(watchdog):
+    tracker = transport.SocketTracker()
+    late = LateWatchdog()
+    with transport.hard_deadline(tracker, 0.01, late):
+        pass  # the request ended as its deadline fired
+    ours, server = socket.socketpair()  # the next request, on the reused connection
+    with ours, server:
+        tracker.add(ours)
+        with transport.hard_deadline(tracker, 10, watchdog):
+            late.callback()  # the first request's cut runs only now
+            ours.sendall(b"GET")  # raised BrokenPipeError: the cut shut this socket down
+            assert server.recv(3) == b"GET"
 
 
 def test_hard_deadline_without_a_watchdog_still_cuts(dripping):
