@@ -74,13 +74,16 @@ def check_ca_file(path: str, *, name: str = "ca-file", load: bool = True) -> str
     return path
 
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n(.*?)-----END CERTIFICATE-----", re.S)
+# OpenSSL's CA file loader also takes TRUSTED CERTIFICATE blocks (Fedora's and RHEL's
+# ca-bundle.trust.crt, made by trust/p11-kit) and blanks after the BEGIN line
+_PEM_BLOCK = re.compile(rb"-----BEGIN ((?:TRUSTED )?CERTIFICATE)-----[ \t]*\r?\n(.*?)"
+                        rb"-----END \1-----", re.S)
 
 
 def _pem_certificates(data: bytes) -> int:
     """How many PEM certificate blocks ``data`` holds, if every one is strict base64 of a DER
     SEQUENCE; 0 if there is none or one is malformed."""
-    blocks = _PEM_BLOCK.findall(data)
+    blocks = [match.group(2) for match in _PEM_BLOCK.finditer(data)]
     for block in blocks:
         try:
             der = binascii.a2b_base64(b"".join(block.split()), strict_mode=True)

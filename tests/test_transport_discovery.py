@@ -74,6 +74,40 @@ def test_the_system_bundle_in_a_ca_variable_is_checked_without_loading_it(monkey
         transport.check_ca_file(ca)
 
 
+@pytest.mark.parametrize("shape", ["trusted", "blank after begin"])
+def test_a_ca_variable_bundle_openssl_loads_is_accepted(tmp_path, shape):
+    # requests hands the variable's file to OpenSSL, which loads these shapes too: refusing
+    # them at start stopped serve on a machine whose SSL_CERT_FILE is such a bundle
+    import ssl
+
+    from exporter.simkeys import make_tls_files
+
+    ca = make_tls_files(str(tmp_path), "127.0.0.1")[0]
+    with open(ca, "rb") as handle:
+        pem = handle.read()
+    if shape == "trusted":  # Fedora's ca-bundle.trust.crt
+        pem = pem.replace(b"BEGIN CERTIFICATE", b"BEGIN TRUSTED CERTIFICATE")
+        pem = pem.replace(b"END CERTIFICATE", b"END TRUSTED CERTIFICATE")
+    else:
+        pem = pem.replace(b"CERTIFICATE-----\n", b"CERTIFICATE----- \n", 1)
+    path = tmp_path / "bundle.crt"
+    path.write_bytes(pem)
+    assert ssl.create_default_context(cafile=str(path)).cert_store_stats()["x509_ca"] == 1
+    transport.check_environment({"SSL_CERT_FILE": str(path)})
+
+
+def test_a_ca_variable_block_whose_end_does_not_match_its_begin_is_refused(tmp_path):
+    from exporter.simkeys import make_tls_files
+
+    ca = make_tls_files(str(tmp_path), "127.0.0.1")[0]
+    with open(ca, "rb") as handle:
+        pem = handle.read().replace(b"END CERTIFICATE", b"END TRUSTED CERTIFICATE")
+    path = tmp_path / "bundle.crt"
+    path.write_bytes(pem)
+    with pytest.raises(ConfigError, match="holds no PEM certificate"):
+        transport.check_environment({"SSL_CERT_FILE": str(path)})
+
+
 def test_sessions_never_trust_netrc_and_verify_never_turns_off():
     session = transport.new_session(None)
     assert session.trust_env is False and session.verify is not False
