@@ -374,6 +374,9 @@ class Demo:
             previous = self.timeline.drills[-1] if index else None
             if previous is not None and not self.wait_healthy(
                     self.options.drill_timeout, started_after=previous.times.recovered_at):
+                if not self.stop_event.is_set():
+                    self.out.write(f"drill {mode}: no good order after the last heal within "
+                                   f"{self.options.drill_timeout:g}s\n")
                 break
             if before_each is not None:
                 before_each(index, mode)

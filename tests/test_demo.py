@@ -231,3 +231,23 @@ def test_one_definition_of_the_times_for_demo_sidecar_and_record():
     assert record["time_to_detect_seconds"] == 0.5 and record["time_to_recover_seconds"] == 2.0
     assert record["duration_seconds"] == record["time_to_recover_seconds"] == incident.duration
     assert Incident.from_json(record).first_failure_ended_at == 101.0  # records keep seconds
+
+
+def test_drills_that_stop_for_want_of_a_good_order_after_a_heal_say_why():
+    # run_drills waits, before each drill after the first, for a good order that started after
+    # the last heal; when none comes it stopped the drills without a word (and failed)
+    from exporter.demo import RECOVERED, Drill
+
+    out = io.StringIO()
+    demo = Demo(DemoOptions(modes=("fail", "throttle"), drill_timeout=0.1), out)
+    demo.wait_healthy = lambda timeout, started_after=None: started_after is None
+
+    def break_factory(mode: str) -> None:  # a drill that healed at once
+        drill = Drill(mode, time.time())
+        drill.times.recovered_at = time.time()
+        drill.outcome = RECOVERED
+        demo.timeline.drills.append(drill)
+
+    demo.break_factory = break_factory
+    assert demo.run_drills() is False
+    assert "drill throttle: no good order after the last heal within 0.1s" in out.getvalue()
