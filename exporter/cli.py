@@ -94,11 +94,11 @@ def probe_options(command):
                           "of at most 4 KiB)."),
         click.option("--timeout", envvar="PIZZA_PROBE_TIMEOUT", type=DURATION, default="10s",
                      show_default=True, show_envvar=True,
-                     help="Timeout of each step but the order (15, 0.5, 15s, 1m, 500ms)."),
+                     help="Timeout of each step but the order (15, 0.5, 15s, 1m, 500ms; at most 1d)."),
         click.option("--order-timeout", envvar="PIZZA_PROBE_ORDER_TIMEOUT", type=DURATION,
                      default="45s", show_default=True, show_envvar=True,
                      help="Timeout of the order step; outlasts the factory's 32 s throttle so "
-                          "its chaos link is seen."),
+                          "its chaos link is seen (at most 1d)."),
         click.option("--slow-threshold", envvar="PIZZA_PROBE_SLOW_THRESHOLD", type=DURATION,
                      default="10s", show_default=True, show_envvar=True,
                      help="An order carrying a chaos link that took this long fails as 'slow'."),

@@ -139,6 +139,9 @@ def read_secret_file(path: str, *, name: str = "password-file") -> str:
 PUBLIC_FACTORY_URL = "https://pizza-factory.cs329.click"
 
 
+MAX_TIMEOUT = 86400.0  # a request's timeout: a day is far past any answer worth waiting for
+
+
 @dataclasses.dataclass(frozen=True)
 class ProbeConfig:
     """What one journey needs: the target and the module settings. Plain, immutable data.
@@ -171,5 +174,8 @@ class ProbeConfig:
         for field in ("timeout", "order_timeout", "slow_threshold"):
             if not getattr(self, field) > 0:
                 raise ConfigError(f"{field.replace('_', '-')}: must be greater than zero")
+        for field in ("timeout", "order_timeout"):  # a socket's timeout overflows past ~292 years
+            if getattr(self, field) > MAX_TIMEOUT:
+                raise ConfigError(f"{field.replace('_', '-')}: at most {MAX_TIMEOUT:g}s (a day)")
         if self.max_body_bytes < 1024:
             raise ConfigError("max-body-size: must be at least 1024 bytes")

@@ -265,6 +265,14 @@ def test_a_secret_next_to_a_bad_value_is_not_echoed(run, argv, env):
     run(argv, env)  # run() checks SECRET is not in the line
 
 
+@pytest.mark.parametrize("option", ["--timeout", "--order-timeout"])
+def test_a_timeout_too_long_for_a_socket_is_one_line_not_a_traceback(run, option):
+    # 1e11 s is finite and positive: it passed, then socket.settimeout raised OverflowError
+    # at the first request (a traceback) and the deadline watchdog's wait overflowed
+    line = run(["once", "--password", SECRET, option, "1e11"])
+    assert option.lstrip("-") in line and "at most" in line
+
+
 def test_password_file_error_names_the_file_not_its_content(run, paths):
     line = run(["once", "--password-file", "{blank_first_line}"])
     assert paths["blank_first_line"] in line and "empty" in line
