@@ -23,6 +23,9 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 6048
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
 
+MAX_DURATION = 365 * 86400.0  # any duration flag; threading and sockets overflow near 292 years
+
+
 def parse_duration(text: str, *, name: str = "duration", allow_zero: bool = False) -> float:
     """Seconds from plain seconds (``15``, ``0.5``) or Prometheus style (``15s``, ``1m30s``, ``500ms``)."""
     raw = str(text).strip()
@@ -46,6 +49,8 @@ def parse_duration(text: str, *, name: str = "duration", allow_zero: bool = Fals
     if seconds < 0 or (seconds == 0 and not allow_zero):
         bound = "must not be negative" if allow_zero else "must be greater than zero"
         raise ConfigError(f"{name}: {bound}, got {raw!r}")
+    if seconds > MAX_DURATION:  # a wait or a socket timeout that long overflows: a traceback
+        raise ConfigError(f"{name}: at most a year ({MAX_DURATION:g}s), got {raw!r}")
     return seconds
 
 

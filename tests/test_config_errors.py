@@ -22,6 +22,8 @@ from exporter import demo, journey, runtime, sidecar_process, simulator
 from exporter.cli import cli, main
 from exporter.logs import LOGGER_NAME
 
+from processes import assert_one_line_error, pizza_probe
+
 SECRET = "hunter2"
 COMMANDS = ("once", "serve", "sidecar", "simulate", "demo", "healthcheck")
 
@@ -310,3 +312,16 @@ def test_an_empty_password_is_a_configuration_error(run, argv, env):
 
 def test_once_refuses_an_uncreatable_incident_dir_even_without_recover(run):
     run(["once", "--incident-dir", "{file}/incidents"])
+
+
+@pytest.mark.parametrize("args", [
+    ["healthcheck", "--timeout", "1e11", "http://127.0.0.1:1/healthz"],
+    ["serve", "--interval", "1e11"],
+    ["sidecar", "--cooldown", "1e11"],
+    ["sidecar", "--link-timeout", "1e11"],
+    ["simulate", "--delay", "1e11"],
+    ["demo", "--once", "--drill-timeout", "1e11"],
+])
+def test_a_duration_too_long_to_wait_for_is_one_line_not_a_traceback(args):
+    # healthcheck --timeout 1e11 passed, then socket.settimeout raised OverflowError
+    assert_one_line_error(pizza_probe(*args), "at most a year")
