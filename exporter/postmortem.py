@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable
 
 from .incident import ABANDONED, LINK_MODES, OPEN, RESOLVED, Incident, impact, utc
+from .timing import since
 
 SEV1_SECONDS = 600.0  # PizzaRecoveryFailing's incident_too_long
 SEV2_SECONDS = 60.0  # PizzaSyntheticOrderFailing fires within about a minute
@@ -39,30 +40,16 @@ DRAFTS = f"{RUNBOOK}#postmortem-drafts"
 _OFF_ALLOW_LIST = re.compile(r"host '([a-z0-9.:\[\]-]+)' is not on the allow-list")
 
 
-# --- times: exporter/timing.py's one definition, through the record ------------------------
-
-def failure_start(incident: Incident) -> float:
-    return incident.first_failure_at or incident.opened_at
-
-
-def time_to_detect(incident: Incident) -> float | None:
-    """From the outage's start to the end of the first failed order (exporter/timing.py)."""
-    return incident.times.time_to_detect
-
-
-def time_to_recover(incident: Incident) -> float | None:
-    """From the outage's start to the end of the first good order after the fix."""
-    return incident.times.time_to_recover
-
+# --- times: exporter/timing.py's one definition, as the record holds it (``incident.times``) ---
 
 def elapsed(incident: Incident) -> float:
     """How long the failure lasted, or has lasted so far (the last thing recorded)."""
-    recovered = time_to_recover(incident)
+    recovered = incident.times.time_to_recover
     if recovered is not None:
         return recovered
     last = max([incident.opened_at, *(at for at, _ in incident.timeline if at is not None),
                 *(a["at"] for a in incident.attempts if isinstance(a.get("at"), (int, float)))])
-    return max(0.0, last - failure_start(incident))
+    return since(incident.times.started_at, last) or 0.0
 
 
 def seconds(value: float) -> str:
@@ -247,9 +234,9 @@ def summary(incident: Incident) -> list[str]:
                 else "The sidecar called the recovery link once." if called == 1
                 else f"The sidecar called the recovery link {called} times.")
     lasted = seconds(elapsed(incident)) + (
-        "" if time_to_recover(incident) is not None else " so far" if incident.status == OPEN
+        "" if incident.times.time_to_recover is not None else " so far" if incident.status == OPEN
         else " or more")
-    return [f"**{level}** ({rule}{provisional}). From {utc(failure_start(incident))} to {end} "
+    return [f"**{level}** ({rule}{provisional}). From {utc(incident.times.started_at)} to {end} "
             f"({lasted}), {share_sentence(incident)}"
             + (f", at {reasons_text(incident)}" if incident.reasons else "")
             + f". Cause as observed: {incident.chaos_mode or 'unknown'}. {response} "
@@ -260,7 +247,7 @@ def summary(incident: Incident) -> list[str]:
 def detection(incident: Incident) -> list[str]:
     by = ("synthetic order probe" if incident.detected_by == "probe"
           else "alert PizzaSyntheticOrderFailing")
-    detect = time_to_detect(incident)
+    detect = incident.times.time_to_detect
     text = f"Detected by the {by} at {utc(incident.opened_at)}"
     if detect is not None:
         text += f", {seconds(detect)} after the first failed order started"
@@ -273,7 +260,7 @@ def detection(incident: Incident) -> list[str]:
 
 
 def impact_section(incident: Incident) -> list[str]:
-    recovered = time_to_recover(incident)
+    recovered = incident.times.time_to_recover
     duration = (seconds(recovered) if recovered is not None
                 else "still open" if incident.status == OPEN else "unknown")
     return [f"{incident.failed_orders} failed synthetic order(s): {share_sentence(incident)}; "
