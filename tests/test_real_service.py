@@ -240,17 +240,22 @@ def test_a_failing_api_docs_fails_verify_and_never_sends_the_pizza_off_site(simu
     assert document["factory_url"] is None  # not the public factory
 
 
-def test_a_service_echoing_the_password_into_version_and_factory_shows_it_nowhere(simulator,
-                                                                                 processes):
-    password = "Hunter2Secret-echo"
+def _service_names_factory(simulator, url: str) -> None:
+    """The simulator's GET /api/docs names ``url`` as its factory (config.factory)."""
     real_docs = simulator.service.docs
 
     def docs():
         answer = real_docs()
-        answer["config"]["factory"] = f"http://127.0.0.1:1/{password}"
+        answer["config"]["factory"] = url
         return answer
 
     simulator.service.docs = docs
+
+
+def test_a_service_echoing_the_password_into_version_and_factory_shows_it_nowhere(simulator,
+                                                                                 processes):
+    password = "Hunter2Secret-echo"
+    _service_names_factory(simulator, f"http://127.0.0.1:1/{password}")
     simulator.service.users["d@jwt.com"]["password"] = password
     import exporter.simulator as sim_module
     original = sim_module.SERVICE_VERSION
@@ -277,14 +282,7 @@ def test_a_factory_url_holding_the_password_encoded_is_refused(simulator, proces
     # factory label and the logs. It is refused as every form the masking knows.
     password = "Hunter2 <&pw>?"
     encoded = base64.urlsafe_b64encode(password.encode()).decode().rstrip("=")
-    real_docs = simulator.service.docs
-
-    def docs():
-        answer = real_docs()
-        answer["config"]["factory"] = f"http://127.0.0.1:1/{encoded}"
-        return answer
-
-    simulator.service.docs = docs
+    _service_names_factory(simulator, f"http://127.0.0.1:1/{encoded}")
     simulator.service.users["d@jwt.com"]["password"] = password
     env = child_env(PIZZA_PROBE_PASSWORD=password)
     as_json = pizza_probe("once", "--json", "--service-url", simulator.service_url, env=env)
