@@ -14,6 +14,18 @@ from conftest import poll
 from processes import Managed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def copy_from_repo(names, into) -> None:
+    """Copy the files and folders ``names`` (relative to the repository) into ``into``,
+    without __pycache__."""
+    for name in names:
+        source = os.path.join(REPO, name)
+        if os.path.isdir(source):
+            shutil.copytree(source, os.path.join(into, name),
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, os.path.join(into, name))
 RULES = os.path.join(REPO, "alerts", "pizza-probe.rules.yml")
 ALERTMANAGER_CONFIG = os.path.join(REPO, "alerts", "alertmanager", "alertmanager.yml")
 

@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from promstack import REPO, binary
+from promstack import REPO, binary, copy_from_repo
 
 COMPOSE = os.path.join(REPO, "deploy", "compose")
 KUBE = os.path.join(REPO, "deploy", "kubernetes")
@@ -137,12 +137,7 @@ def test_image_install_step_from_a_clean_copy(tmp_path):
     context.mkdir()
     kept = [line[1:].strip().rstrip("/") for line in open(os.path.join(REPO, ".dockerignore"))
             if line.startswith("!")]
-    for name in kept:
-        source = os.path.join(REPO, name)
-        if os.path.isdir(source):
-            shutil.copytree(source, context / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, context / name)
+    copy_from_repo(kept, context)
     venv = tmp_path / "venv"
     assert run(sys.executable, "-m", "venv", str(venv)).returncode == 0
     pip = str(venv / "bin" / "pip")

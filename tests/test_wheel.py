@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -20,7 +19,7 @@ import zipfile
 import pytest
 
 from conftest import start_simulator
-from promstack import REPO
+from promstack import REPO, copy_from_repo
 
 SOURCE = ("setup.cfg", "pyproject.toml", "README.md", "LICENSE", "exporter")
 WARNING = re.compile(r"^\S+:\d+: \w+(Warning|InformationOnly)\b", re.M)  # warnings.warn's first line
@@ -33,12 +32,7 @@ def run(*args, cwd, timeout=120, env=None) -> subprocess.CompletedProcess:
 
 def clean_copy(into) -> str:
     into.mkdir()
-    for name in SOURCE:
-        source = os.path.join(REPO, name)
-        if os.path.isdir(source):
-            shutil.copytree(source, into / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, into / name)
+    copy_from_repo(SOURCE, into)
     return str(into)
 
 
