@@ -36,40 +36,53 @@ _HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]")
 
 
 def parse_allow_entry(entry: str) -> tuple[str, int | None]:
-    """``host`` (any port), ``host:port``, ``[v6]:port`` or an http(s) URL (its host and
-    port) into (host, port or None). Raises ConfigError with a one-line message."""
+    """An allow-list entry, a bare ``host`` (any port), ``host:port`` or ``[v6]:port``, into
+    (host, port or None). A URL is refused rather than cut to its host (``http://x/y`` once
+    meant ``x:80``, its path silently dropped), and a value with a path is never quoted back: a
+    pasted recovery link holds a key. Raises ConfigError with a one-line message."""
     text = str(entry).strip().lower()
-    if "://" in text:
-        try:
-            parts = urls.parse(text)
-        except urls.UrlError:
-            raise ConfigError(f"allow-host: {entry!r} is not a valid URL") from None
-        if parts.scheme not in ("http", "https") or not parts.host:
-            raise ConfigError(f"allow-host: {entry!r} is not an http(s) URL with a host")
-        return parts.host_port
-    host, port = text, None
-    if ":" in text and not (text.startswith("[") and text.endswith("]")):
-        host, _, port_text = text.rpartition(":")
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-            raise ConfigError(f"allow-host: {entry!r} has no valid port (1-65535)")
-        port = int(port_text)
-    if not _HOST.fullmatch(host):
-        raise ConfigError(f"allow-host: {entry!r} is not a host name, host:port or URL")
-    return host.strip("[]"), port
+    if not any(c in text for c in "/?#@\\"):
+        host = text  # its own checks first, whose messages quote it: it holds no path
+        if ":" in text and not (text.startswith("[") and text.endswith("]")):
+            host, _, port_text = text.rpartition(":")
+            if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+                raise ConfigError(f"allow-host: {entry!r} has no valid port (1-65535)")
+        if not _HOST.fullmatch(host):
+            raise ConfigError(f"allow-host: {entry!r} is not a host name or host:port")
+    try:
+        return urls.parse_host_port(text)
+    except urls.UrlError:
+        raise ConfigError("allow-host: give a bare HOST or HOST:PORT, with no scheme, path or "
+                          "user" + _url_hint(str(entry))) from None
+
+
+def _url_hint(text: str) -> str:
+    """For an http(s) URL, the entry that names its host: `` (for that URL: x:80)``."""
+    try:
+        parts = urls.parse(text)
+    except urls.UrlError:
+        return ""
+    if "://" not in text or parts.scheme not in ("http", "https") or not parts.host:
+        return ""
+    host, port = parts.host_port
+    return f" (for that URL: {f'[{host}]' if ':' in host else host}:{port})"
 
 
 class LinkPolicy:
     """Which links may be called. Entries are ``host`` (any port) or ``host:port``."""
 
-    def __init__(self, allowed: list[str] | tuple[str, ...]) -> None:
+    def __init__(self, allowed: list[str] | tuple[str, ...], factories: tuple[str, ...] = ()) -> None:
+        """``allowed``: allow-list entries (``parse_allow_entry``); ``factories``: factory URLs,
+        each allowing its own host and port."""
         self.entries = {parse_allow_entry(entry) for entry in allowed}
+        self.entries |= {urls.parse(url).host_port for url in factories}
 
     @classmethod
     def default(cls, factory_url: str | None,
                 extra: list[str] | tuple[str, ...] = ()) -> LinkPolicy:
         """The public factory hosts, the configured factory's host and ``extra``. A factory the
         service names at ``GET /api/docs`` is not added: an answer never widens the list."""
-        return cls([*DEFAULT_ALLOWED_HOSTS, *([factory_url] if factory_url else []), *extra])
+        return cls([*DEFAULT_ALLOWED_HOSTS, *extra], (factory_url,) if factory_url else ())
 
     def refusal(self, url: str) -> str | None:
         """Why ``url`` may not be called, or None if it may."""
